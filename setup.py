@@ -1,0 +1,62 @@
+"""Builds genint_fast._C with torch.utils.cpp_extension (ninja).
+
+CUDA sources (csrc/cuda/*.cu) are compiled when the installed torch is a CUDA build and nvcc is
+found through CUDA_HOME (or on PATH); otherwise the build is CPU-only and every CPU path works.
+Set GENINT_FAST_FORCE_CPU=1 to skip CUDA even where it is available. TORCH_CUDA_ARCH_LIST picks the
+GPU architectures; when unset we build only for Hopper ("9.0") to keep the build short.
+"""
+import glob
+import os
+import sys
+
+from setuptools import setup
+
+import torch
+from torch.utils import cpp_extension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda():
+    if os.environ.get("GENINT_FAST_FORCE_CPU", "0") == "1":
+        return False
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
+
+
+def build_extension():
+    with_cuda = _want_cuda()
+    sources = ["csrc/module.cpp"] + _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+    sources = list(dict.fromkeys(sources))
+    debug = os.environ.get("GENINT_FAST_DEBUG", "0") == "1"
+    cxx = ["-O0", "-g"] if debug else ["-O3"]
+    cxx += ["-fopenmp"]
+    extra = {"cxx": cxx}
+    define_macros = []
+    libraries = ["gomp"] if sys.platform.startswith("linux") else []
+    if with_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        sources += _sources("csrc/cuda/*.cu")
+        extra["nvcc"] = ["-O3", "-lineinfo"]
+        define_macros.append(("GENINT_FAST_WITH_CUDA", None))
+        ext_cls = cpp_extension.CUDAExtension
+    else:
+        ext_cls = cpp_extension.CppExtension
+    print(f"genint_fast: building {'CPU + CUDA' if with_cuda else 'CPU-only'} extension", flush=True)
+    return ext_cls(
+        name="genint_fast._C",
+        sources=sources,
+        include_dirs=[os.path.join(HERE, "csrc")],
+        extra_compile_args=extra,
+        define_macros=define_macros,
+        libraries=libraries,
+    )
+
+
+setup(
+    ext_modules=[build_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
