@@ -6,6 +6,8 @@ as torch.ops.genint_fast.*; their Python API is genint_fast.ops.
 """
 __version__ = "0.1.0"
 
+import torch  # noqa: F401  (loads libtorch, which genint_fast._C links against)
+
 try:
     from . import _C  # noqa: F401  (registers torch.ops.genint_fast.*)
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test

@@ -7,6 +7,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "steer.h"
@@ -75,15 +76,19 @@ at::Tensor steer_cpu(const at::Tensor& z_, const at::Tensor& U_, const at::Tenso
     const bool has_clamp = clamp.has_value();
     const acc_t c = has_clamp ? acc_t(*clamp) : acc_t(0);
     at::parallel_for(0, B, row_grain(D, M), [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> buf(D);
+      // float32 / float64 rows are steered in place in the output; half rows in a float buffer.
+      constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;
+      std::vector<acc_t> buf(in_place ? 0 : D);
       for (int64_t b = begin; b < end; ++b) {
-        forward_row<scalar_t, acc_t>(z + b * D, U, sigma, mu, idx + b * M, alpha + b * M, D, M,
-                                     mode, buf.data());
         scalar_t* ob = o + b * D;
+        acc_t* row = in_place ? reinterpret_cast<acc_t*>(ob) : buf.data();
+        forward_row<scalar_t, acc_t>(z + b * D, U, sigma, mu, idx + b * M, alpha + b * M, D, M,
+                                     mode, row);
         if (has_clamp) {
-          for (int64_t d = 0; d < D; ++d) ob[d] = scalar_t(std::min(std::max(buf[d], -c), c));
-        } else {
-          for (int64_t d = 0; d < D; ++d) ob[d] = scalar_t(buf[d]);
+          for (int64_t d = 0; d < D; ++d) row[d] = std::min(std::max(row[d], -c), c);
+        }
+        if constexpr (!in_place) {
+          for (int64_t d = 0; d < D; ++d) ob[d] = scalar_t(row[d]);
         }
       }
     });

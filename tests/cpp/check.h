@@ -1,0 +1,31 @@
+// A minimal test harness for the C++ tests run by ctest: EXPECT records a failure and goes on;
+// main returns the number of failures.
+#pragma once
+#include <cstdio>
+#include <functional>
+#include <string>
+
+#include <c10/util/Exception.h>
+
+inline int& failures() {
+  static int n = 0;
+  return n;
+}
+
+#define EXPECT(cond)                                                              \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
+      ++failures();                                                              \
+    }                                                                            \
+  } while (0)
+
+// Runs f, which must throw a c10::Error whose message contains `needle`.
+inline bool throws_with(const std::function<void()>& f, const std::string& needle) {
+  try {
+    f();
+  } catch (const c10::Error& e) {
+    return std::string(e.what()).find(needle) != std::string::npos;
+  }
+  return false;
+}
