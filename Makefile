@@ -1,0 +1,49 @@
+# Set-up and everyday commands. Everything runs inside .venv, created on first use.
+#   make test   build (CPU + CUDA kernels where nvcc is found) and run every test: pytest + ctest
+#   make bench  the throughput benchmarks against their baselines (built-in data, no downloads)
+PY        ?= python3
+VENV      := .venv
+VPY       := $(VENV)/bin/python
+PIP       := $(VPY) -m pip
+CUDA_HOME ?= $(if $(wildcard /usr/local/cuda/bin/nvcc),/usr/local/cuda,)
+export CUDA_HOME
+export TORCH_CUDA_ARCH_LIST ?= 9.0
+export MAX_JOBS ?= 2
+TORCH_PIN := torch==2.14.1 torchvision==0.29.1
+SOURCES   := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh) setup.py
+
+.PHONY: test pytest ctest bench build clean
+
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIN)
+	$(PIP) install -q "setuptools>=64" wheel "pybind11>=2.10" "ninja>=1.10" "cmake>=3.18"
+	$(PIP) install -q -e ".[dev]" --no-build-isolation
+	mkdir -p build && touch build/.ext-stamp
+	touch $@
+
+build/.ext-stamp: $(VENV)/.stamp $(SOURCES)
+	$(VPY) setup.py build_ext --inplace
+	mkdir -p build && touch $@
+
+build: build/.ext-stamp
+
+pytest: build
+	$(VPY) -m pytest tests -q
+
+build-cmake/.stamp: build $(SOURCES) CMakeLists.txt $(wildcard tests/cpp/*)
+	$(VENV)/bin/cmake -S . -B build-cmake -DCMAKE_PREFIX_PATH="$$($(VPY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+	$(VENV)/bin/cmake --build build-cmake -j $(MAX_JOBS)
+	touch $@
+
+ctest: build-cmake/.stamp
+	$(VENV)/bin/ctest --test-dir build-cmake --output-on-failure
+
+test: pytest ctest
+
+bench: build
+	$(VENV)/bin/genint-fast bench
+
+clean:
+	rm -rf build build-cmake genint_fast/_C*.so
