@@ -18,7 +18,7 @@ $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q "setuptools>=64" wheel "pybind11>=2.10" "ninja>=1.10" "cmake>=3.18"
+	$(PIP) install -q "setuptools>=77" wheel "pybind11>=2.10" "ninja>=1.10" "cmake>=3.18"
 	$(PIP) install -q -e ".[dev]" --no-build-isolation
 	mkdir -p build && touch build/.ext-stamp
 	touch $@
