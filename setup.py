@@ -23,6 +23,21 @@ def _want_cuda():
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
+def _wheel_cuda_includes():
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia")
+    found = []
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for sub in ("cu13", "cu12", "cusparse", "cublas"):
+            inc = os.path.join(root, sub, "include")
+            if os.path.exists(os.path.join(inc, "cusparse.h")) or os.path.exists(
+                os.path.join(inc, "cublas_v2.h")
+            ):
+                found.append(inc)
+    return found
+
+
 def _sources(pattern):
     return sorted(os.path.relpath(p, HERE) for p in glob.glob(os.path.join(HERE, pattern)))
 
@@ -41,6 +56,11 @@ def build_extension():
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
         sources += _sources("csrc/cuda/*.cu")
         extra["nvcc"] = ["-O3", "-lineinfo"]
+        # A minimal toolkit (nvcc + cudart) lacks the cuBLAS/cuSPARSE headers that some ATen CUDA
+        # headers include; the CUDA wheels torch depends on ship them. Searched last (-isystem).
+        for inc in _wheel_cuda_includes():
+            extra["cxx"] += ["-isystem", inc]
+            extra["nvcc"] += ["-isystem", inc]
         define_macros.append(("GENINT_FAST_WITH_CUDA", None))
         ext_cls = cpp_extension.CUDAExtension
     else:

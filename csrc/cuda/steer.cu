@@ -5,8 +5,9 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "steer.h"
@@ -175,7 +176,7 @@ at::Tensor steer_cuda(const at::Tensor& z_, const at::Tensor& U_, const at::Tens
   at::Tensor out = at::empty_like(z);
   if (B == 0 || D == 0) return out;
   TORCH_CHECK(M <= INT32_MAX, "steer: M too large");
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "steer_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     dispatch_per_lane(static_cast<int>(D), [&](auto pl) {
@@ -209,7 +210,7 @@ std::tuple<at::Tensor, at::Tensor> steer_backward_cuda(
   at::Tensor dots = at::zeros({B, M}, z.options().dtype(steer_acc_dtype(z.scalar_type())));
   if (B == 0) return {grad_z, dots};
   if (D == 0) return {grad_z, dots};
-  auto stream = at::cuda::getCurrentCUDAStream();
+  auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, z.scalar_type(), "steer_backward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
