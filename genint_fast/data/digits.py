@@ -1,0 +1,333 @@
+"""Built-in biased-digits benchmark (SPEC section 10).
+
+Real handwritten digits from scikit-learn (`load_digits`: 1797 images, 8x8) are turned into soft
+stroke masks at 32x32 and painted with nuisances that are tied to the class with probability rho:
+
+- ``colored``: stroke colour follows the class (10 colours + small jitter), black background.
+- ``double-colored``: stroke colour and background colour each follow the class.
+- ``textured``: stroke texture and background texture each follow the class; textures are random
+  crops of the photos and textures bundled with scikit-image (nothing is downloaded).
+
+For every nuisance slot of every sample an independent draw decides: with probability rho the
+nuisance id is the class, otherwise it is drawn uniformly over all 10 ids (so it still equals the
+class 1/10 of the time: P(nuisance == class) = rho + (1 - rho) / 10).  The "follows" flags record
+the first draw.  Splits: ``train`` and ``test-id`` use rho, ``test-ood`` uses rho = 0.  Train
+digits and test digits come from disjoint halves of the scikit-learn set (a stratified split fixed
+by the seed), so test shapes are unseen.  Everything is generated with numpy's PCG64 from the
+seed: the same arguments give byte-identical tensors and PNG files.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+VARIANTS = ("colored", "double-colored", "textured")
+SPLITS = ("train", "test-id", "test-ood")
+NUM_CLASSES = 10
+SIZE = 32
+DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000}
+# Fraction of each class's digits that go to the train pool (the rest make the test pool).
+TRAIN_POOL_FRACTION = 0.7
+# Colour jitter, uniform +- per channel in [0, 1] units; smaller for the dark background colours
+# so that neighbouring palette entries never overlap.
+COLOR_JITTER = 0.05
+BACKGROUND_JITTER = 0.02
+# Where a digit's 24x24 box may sit inside the 32x32 image (top-left corner, inclusive range).
+_DIGIT_BOX = 24
+_MAX_OFFSET = SIZE - _DIGIT_BOX
+
+# scikit-image images used as textures (all bundled with the package, none needs pooch).
+STROKE_TEXTURES = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry",
+                   "colorwheel", "brick", "grass", "gravel", "coins", "text")
+BACKGROUND_TEXTURES = ("chelsea", "retina", "rocket", "stereo_motorcycle", "camera", "moon",
+                       "cell", "clock", "checkerboard", "page")
+_TEXTURE_SIDE = 96  # textures are resized so that their shorter side is this many pixels
+
+
+def _hsv_palette(hue_offset: float, saturation: float, value: float) -> np.ndarray:
+    from skimage.color import hsv2rgb
+
+    hsv = np.stack([(np.arange(NUM_CLASSES) + hue_offset) / NUM_CLASSES,
+                    np.full(NUM_CLASSES, saturation), np.full(NUM_CLASSES, value)], axis=1)
+    return hsv2rgb(hsv[None])[0].astype(np.float32)
+
+
+# Stroke colours are bright and background colours dark, so a digit is always visible even when
+# both nuisances are drawn at random.
+STROKE_PALETTE = _hsv_palette(0.0, 1.0, 1.0)
+BACKGROUND_PALETTE = _hsv_palette(0.5, 0.8, 0.4)
+
+
+@dataclass
+class BiasedDigits:
+    """One split of the benchmark, as tensors.
+
+    images:    uint8 (N, 3, 32, 32), RGB
+    labels:    int64 (N,), the digit class
+    nuisance:  int64 (N, 2), nuisance ids [stroke, background]; background is -1 for `colored`
+    follows:   bool (N, 2), whether the nuisance was tied to the class by the rho draw
+    source:    int64 (N,), index of the scikit-learn digit the shape comes from
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    nuisance: torch.Tensor
+    follows: torch.Tensor
+    source: torch.Tensor
+    variant: str
+    split: str
+    rho: float
+    seed: int
+    classes: list = field(default_factory=lambda: [str(c) for c in range(NUM_CLASSES)])
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i].float().div_(255), self.labels[i]
+
+    def float_images(self) -> torch.Tensor:
+        """Images as float32 in [0, 1], (N, 3, 32, 32)."""
+        return self.images.float().div_(255)
+
+    def tensor_dataset(self) -> torch.utils.data.TensorDataset:
+        """(float image in [0, 1], label) pairs for a torch DataLoader."""
+        return torch.utils.data.TensorDataset(self.float_images(), self.labels)
+
+
+def _check(variant: str, split: str, rho: float) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    if not (isinstance(rho, (int, float)) and 0.0 <= float(rho) <= 1.0):
+        raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def _digit_masks() -> tuple[np.ndarray, np.ndarray]:
+    """All scikit-learn digits as soft stroke masks (1797, 24, 24) float32 in [0, 1], + targets."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
+    x = torch.nn.functional.interpolate(x, size=(_DIGIT_BOX, _DIGIT_BOX), mode="bicubic",
+                                        align_corners=False)[:, 0]
+    # Sharpen the blurry upsampled strokes into a mask with a soft edge.
+    x = ((x - 0.25) * 2.5).clamp_(0.0, 1.0)
+    return x.numpy(), d.target.astype(np.int64)
+
+
+def _pools(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded split of the digit indices into a train pool and a test pool."""
+    _, targets = _digit_masks()
+    rng = np.random.Generator(np.random.PCG64([seed, 0xD161]))
+    train, test = [], []
+    for c in range(NUM_CLASSES):
+        idx = np.flatnonzero(targets == c)
+        idx = idx[rng.permutation(idx.size)]
+        k = int(round(TRAIN_POOL_FRACTION * idx.size))
+        train.append(np.sort(idx[:k]))
+        test.append(np.sort(idx[k:]))
+    return np.concatenate(train), np.concatenate(test)
+
+
+def _load_skimage(name: str) -> np.ndarray:
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if isinstance(img, tuple):  # stereo_motorcycle: (left, right, disparity)
+        img = img[0]
+    img = np.asarray(img)
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return img[..., :3]
+
+
+@functools.lru_cache(maxsize=2)
+def _textures(names: tuple) -> list[np.ndarray]:
+    """Each named image as float32 (H, W, 3) in [0, 1], its shorter side resized to 96 px."""
+    from skimage.transform import resize
+
+    out = []
+    for name in names:
+        img = _load_skimage(name)
+        h, w = img.shape[:2]
+        s = _TEXTURE_SIDE / min(h, w)
+        shape = (max(SIZE, round(h * s)), max(SIZE, round(w * s)))
+        out.append(resize(img, shape, anti_aliasing=True, preserve_range=True)
+                   .astype(np.float32) / 255.0)
+    return out
+
+
+def _texture_crops(names: tuple, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random 32x32 crop of texture ids[i] for every sample: (N, 32, 32, 3) float32."""
+    tex = _textures(names)
+    out = np.empty((ids.size, SIZE, SIZE, 3), np.float32)
+    # Draw all crop corners up front (one stream, independent of grouping) then gather per texture.
+    u = rng.random((ids.size, 2))
+    ar = np.arange(SIZE)
+    for t in range(len(tex)):
+        sel = np.flatnonzero(ids == t)
+        if sel.size == 0:
+            continue
+        h, w = tex[t].shape[:2]
+        y0 = (u[sel, 0] * (h - SIZE + 1)).astype(np.int64)
+        x0 = (u[sel, 1] * (w - SIZE + 1)).astype(np.int64)
+        out[sel] = tex[t][(y0[:, None] + ar)[:, :, None], (x0[:, None] + ar)[:, None, :]]
+    return out
+
+
+def _draw_nuisance(labels: np.ndarray, rho: float, rng: np.random.Generator):
+    follows = rng.random(labels.size) < rho
+    random_ids = rng.integers(0, NUM_CLASSES, labels.size)
+    return np.where(follows, labels, random_ids), follows
+
+
+def make_biased_digits(variant: str = "colored", split: str = "train", rho: float = 0.9,
+                       seed: int = 0, n: int | None = None) -> BiasedDigits:
+    """Build one split of the biased-digits benchmark as tensors (see the module docstring).
+
+    n: number of samples (default 10000 for train, 2000 for the test splits); classes are
+    balanced (counts differ by at most one).  test-ood ignores rho (it is always 0).
+    """
+    _check(variant, split, rho)
+    n = DEFAULT_SIZES[split] if n is None else n
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = int(n)
+    rho_eff = 0.0 if split == "test-ood" else float(rho)
+    masks_all, targets = _digit_masks()
+    train_pool, test_pool = _pools(seed)
+    pool = train_pool if split == "train" else test_pool
+    # One independent stream per (seed, variant, split).
+    rng = np.random.Generator(np.random.PCG64(
+        [seed, VARIANTS.index(variant), SPLITS.index(split), 0xB1A5]))
+
+    # Balanced labels in a random order; each sample takes a random digit of its class.
+    labels = rng.permutation(np.arange(n) % NUM_CLASSES)
+    source = np.empty(n, np.int64)
+    for c in range(NUM_CLASSES):
+        sel = np.flatnonzero(labels == c)
+        cand = pool[targets[pool] == c]
+        source[sel] = cand[rng.integers(0, cand.size, sel.size)]
+
+    # Place each 24x24 digit at a random offset inside the 32x32 frame.
+    offs = rng.integers(0, _MAX_OFFSET + 1, (n, 2))
+    mask = np.zeros((n, SIZE, SIZE), np.float32)
+    ar = np.arange(_DIGIT_BOX)
+    rows = (offs[:, 0, None] + ar)[:, :, None]
+    cols = (offs[:, 1, None] + ar)[:, None, :]
+    mask[np.arange(n)[:, None, None], rows, cols] = masks_all[source]
+    mask = mask[..., None]  # (n, 32, 32, 1)
+
+    stroke_id, stroke_follows = _draw_nuisance(labels, rho_eff, rng)
+    if variant == "colored":
+        bg_id = np.full(n, -1, np.int64)
+        bg_follows = np.zeros(n, bool)
+        fg = STROKE_PALETTE[stroke_id] + rng.uniform(-COLOR_JITTER, COLOR_JITTER, (n, 3))
+        img = mask * np.clip(fg, 0.0, 1.0)[:, None, None, :]
+    elif variant == "double-colored":
+        bg_id, bg_follows = _draw_nuisance(labels, rho_eff, rng)
+        fg = STROKE_PALETTE[stroke_id] + rng.uniform(-COLOR_JITTER, COLOR_JITTER, (n, 3))
+        bg = BACKGROUND_PALETTE[bg_id] + rng.uniform(-BACKGROUND_JITTER, BACKGROUND_JITTER,
+                                                     (n, 3))
+        img = (mask * np.clip(fg, 0.0, 1.0)[:, None, None, :]
+               + (1.0 - mask) * np.clip(bg, 0.0, 1.0)[:, None, None, :])
+    else:  # textured
+        bg_id, bg_follows = _draw_nuisance(labels, rho_eff, rng)
+        fg = 0.5 + 0.5 * _texture_crops(STROKE_TEXTURES, stroke_id, rng)    # bright strokes
+        bg = 0.45 * _texture_crops(BACKGROUND_TEXTURES, bg_id, rng)         # dark backgrounds
+        img = mask * fg + (1.0 - mask) * bg
+
+    img = np.rint(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8).transpose(0, 3, 1, 2)
+    return BiasedDigits(
+        images=torch.from_numpy(np.ascontiguousarray(img)),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+        nuisance=torch.from_numpy(np.stack([stroke_id, bg_id], 1).astype(np.int64)),
+        follows=torch.from_numpy(np.stack([stroke_follows, bg_follows], 1)),
+        source=torch.from_numpy(source),
+        variant=variant, split=split, rho=rho_eff, seed=seed,
+    )
+
+
+def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    if size == images.shape[-1]:
+        return images
+    x = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
+                                        align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def save_image_folder(ds: BiasedDigits, out_dir: str, *, fmt: str = "png", size: int = SIZE,
+                      quality: int = 95, threads: int = 4) -> list[str]:
+    """Write a split as out_dir/<class>/<index>.<fmt> plus out_dir/nuisance.csv; returns the
+    written image paths (in sample order)."""
+    from PIL import Image
+
+    if fmt not in ("png", "jpg"):
+        raise ValueError(f"format must be 'png' or 'jpg', got {fmt!r}")
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    imgs = _resize_uint8(ds.images, size).permute(0, 2, 3, 1).contiguous().numpy()
+    width = len(str(len(ds) - 1))
+    labels = ds.labels.tolist()
+    for c in ds.classes:
+        os.makedirs(os.path.join(out_dir, c), exist_ok=True)
+    paths = [os.path.join(out_dir, ds.classes[y], f"{i:0{width}d}.{fmt}")
+             for i, y in enumerate(labels)]
+
+    def save(i):
+        im = Image.fromarray(imgs[i])
+        if fmt == "png":
+            im.save(paths[i], format="PNG", compress_level=6)
+        else:
+            im.save(paths[i], format="JPEG", quality=quality)
+
+    with ThreadPoolExecutor(max(1, threads)) as ex:
+        list(ex.map(save, range(len(ds))))
+    nz = ds.nuisance.tolist()
+    fl = ds.follows.tolist()
+    with open(os.path.join(out_dir, "nuisance.csv"), "w") as fh:
+        fh.write("file,label,stroke,background,stroke_follows,background_follows,source\n")
+        for i, p in enumerate(paths):
+            fh.write(f"{os.path.relpath(p, out_dir)},{labels[i]},{nz[i][0]},{nz[i][1]},"
+                     f"{int(fl[i][0])},{int(fl[i][1])},{int(ds.source[i])}\n")
+    return paths
+
+
+def export_biased_digits(out_dir: str, *, variant: str = "colored", rho: float = 0.9,
+                         seed: int = 0, splits=SPLITS, sizes: dict | None = None,
+                         fmt: str = "png", image_size: int = SIZE) -> dict:
+    """Export the benchmark as an image-folder tree: out_dir/<split>/<class>/<index>.png, one
+    nuisance.csv per split and out_dir/biased_digits.json with the parameters. Returns the
+    manifest (also written as JSON)."""
+    _check(variant, "train", rho)
+    for s in splits:
+        _check(variant, s, rho)
+    sizes = {**DEFAULT_SIZES, **(sizes or {})}
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir!r} exists and is not a folder")
+    for s in splits:
+        d = os.path.join(out_dir, s)
+        if os.path.isdir(d) and os.listdir(d):
+            raise ValueError(f"{d!r} already exists and is not empty; choose another --out or "
+                             "remove it first")
+    manifest = {"benchmark": "biased-digits", "variant": variant, "rho": float(rho),
+                "seed": int(seed), "format": fmt, "image_size": image_size,
+                "classes": [str(c) for c in range(NUM_CLASSES)], "splits": {}}
+    for s in splits:
+        ds = make_biased_digits(variant, s, rho, seed, sizes[s])
+        save_image_folder(ds, os.path.join(out_dir, s), fmt=fmt, size=image_size)
+        manifest["splits"][s] = {"n": len(ds), "rho": ds.rho}
+    with open(os.path.join(out_dir, "biased_digits.json"), "w") as fh:
+        json.dump(manifest, fh, indent=2)
+    return manifest

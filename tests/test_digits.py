@@ -1,0 +1,202 @@
+"""The built-in biased-digits benchmark (SPEC section 10): determinism, balance, the measured
+correlation, and a nuisance-only classifier that shows the bias is real."""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from genint_fast.data import digits as D
+from genint_fast.data.digits import export_biased_digits, make_biased_digits
+
+
+def _fg_bg(ds):
+    """Per-image foreground (stroke) and background pixel masks from the pixels alone."""
+    x = ds.images.float().numpy() / 255.0
+    mx = x.max(1)
+    return x, mx >= 0.5, mx <= 0.45
+
+
+def _region_stats(ds):
+    x, fg, bg = _fg_bg(ds)
+    out = []
+    for sel in (fg, bg):
+        w = sel[:, None].astype(np.float32)
+        cnt = w.sum((2, 3)) + 1e-6
+        m = (x * w).sum((2, 3)) / cnt
+        s = np.sqrt((((x - m[:, :, None, None]) ** 2) * w).sum((2, 3)) / cnt)
+        out += [m, s]
+    return np.concatenate(out, 1)
+
+
+def _measured_colour_ids(ds):
+    """Stroke (and background) colour id read back from the pixels: the palette entry closest
+    in direction to the region's mean colour."""
+    x, fg, bg = _fg_bg(ds)
+    ids = []
+    for sel, pal in ((fg, D.STROKE_PALETTE), (bg, D.BACKGROUND_PALETTE)):
+        w = sel[:, None].astype(np.float32)
+        m = (x * w).sum((2, 3)) / (w.sum((2, 3)) + 1e-6)
+        m = m / (np.linalg.norm(m, axis=1, keepdims=True) + 1e-9)
+        p = pal / np.linalg.norm(pal, axis=1, keepdims=True)
+        ids.append((m @ p.T).argmax(1))
+    return np.stack(ids, 1)
+
+
+@pytest.mark.parametrize("variant", D.VARIANTS)
+def test_shapes_dtypes_and_tensor_use(variant):
+    ds = make_biased_digits(variant, "train", 0.9, seed=0, n=50)
+    assert ds.images.shape == (50, 3, 32, 32) and ds.images.dtype == torch.uint8
+    assert ds.labels.shape == (50,) and ds.labels.dtype == torch.int64
+    assert ds.nuisance.shape == (50, 2) and ds.follows.shape == (50, 2)
+    x, y = ds[3]
+    assert x.dtype == torch.float32 and x.shape == (3, 32, 32) and 0 <= x.min() <= x.max() <= 1
+    assert y == ds.labels[3]
+    xb, yb = next(iter(torch.utils.data.DataLoader(ds.tensor_dataset(), batch_size=16)))
+    assert xb.shape == (16, 3, 32, 32) and torch.equal(yb, ds.labels[:16])
+    # Every image shows a digit: some bright stroke pixels and some background pixels.
+    _, fg, bg = _fg_bg(ds)
+    assert (fg.sum((1, 2)) >= 10).all() and (bg.sum((1, 2)) >= 200).all()
+
+
+@pytest.mark.parametrize("variant", D.VARIANTS)
+def test_same_seed_same_bytes_other_seed_differs(variant):
+    a = make_biased_digits(variant, "train", 0.8, seed=7, n=300)
+    b = make_biased_digits(variant, "train", 0.8, seed=7, n=300)
+    c = make_biased_digits(variant, "train", 0.8, seed=8, n=300)
+    for f in ("images", "labels", "nuisance", "follows", "source"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert not torch.equal(a.images, c.images)
+    # Splits draw from independent streams and disjoint digit pools.
+    t = make_biased_digits(variant, "test-id", 0.8, seed=7, n=300)
+    assert not set(a.source.tolist()) & set(t.source.tolist())
+
+
+def test_export_is_byte_identical_for_the_same_seed(tmp_path):
+    sizes = {"train": 60, "test-id": 20, "test-ood": 20}
+
+    def digest(root):
+        h = hashlib.sha256()
+        for dirpath, dirnames, files in os.walk(root):
+            dirnames.sort()
+            for f in sorted(files):
+                p = os.path.join(dirpath, f)
+                h.update(os.path.relpath(p, root).encode())
+                with open(p, "rb") as fh:
+                    h.update(fh.read())
+        return h.hexdigest()
+
+    m = export_biased_digits(str(tmp_path / "a"), variant="textured", rho=0.9, seed=3,
+                             sizes=sizes)
+    export_biased_digits(str(tmp_path / "b"), variant="textured", rho=0.9, seed=3, sizes=sizes)
+    export_biased_digits(str(tmp_path / "c"), variant="textured", rho=0.9, seed=4, sizes=sizes)
+    assert digest(tmp_path / "a") == digest(tmp_path / "b")
+    assert digest(tmp_path / "a") != digest(tmp_path / "c")
+    assert m["splits"]["test-ood"]["rho"] == 0.0 and m["splits"]["train"]["n"] == 60
+    # The tree is an image folder: split/class/index.png, and the PNGs hold the tensors' bytes.
+    from PIL import Image
+
+    ds = make_biased_digits("textured", "train", 0.9, seed=3, n=60)
+    i = 5
+    path = tmp_path / "a" / "train" / str(int(ds.labels[i])) / f"{i:02d}.png"
+    png = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
+    assert torch.equal(png, ds.images[i])
+    assert len(list((tmp_path / "a" / "train").glob("*/*.png"))) == 60
+
+
+@pytest.mark.parametrize("split", D.SPLITS)
+def test_classes_are_balanced(split):
+    ds = make_biased_digits("colored", split, 0.9, seed=1, n=1003)
+    counts = torch.bincount(ds.labels, minlength=10)
+    assert counts.max() - counts.min() <= 1 and counts.sum() == 1003
+    # Each label's shape really is a digit of that class.
+    _, targets = D._digit_masks()
+    assert np.array_equal(targets[ds.source.numpy()], ds.labels.numpy())
+
+
+@pytest.mark.parametrize("variant", D.VARIANTS)
+@pytest.mark.parametrize("rho", [0.5, 0.9])
+def test_correlation_share_matches_rho(variant, rho):
+    tr = make_biased_digits(variant, "train", rho, seed=2, n=10000)
+    ood = make_biased_digits(variant, "test-ood", rho, seed=2, n=5000)
+    slots = [0] if variant == "colored" else [0, 1]
+    for s in slots:
+        # The rho draw: a nuisance follows the class with probability rho.
+        assert abs(tr.follows[:, s].float().mean().item() - rho) <= 0.03
+        # Nuisance id == class: rho + (1 - rho) / 10 in train, chance (1/10) in test-ood.
+        match = (tr.nuisance[:, s] == tr.labels).float().mean().item()
+        assert abs(match - (rho + (1 - rho) / 10)) <= 0.03
+        assert abs((ood.nuisance[:, s] == ood.labels).float().mean().item() - 0.1) <= 0.03
+        assert not ood.follows[:, s].any()
+    if variant != "textured":
+        # The recorded nuisance is what the pixels show.
+        for ds in (tr, ood):
+            got = _measured_colour_ids(ds)
+            for s in slots:
+                assert (got[:, s] == ds.nuisance[:, s].numpy()).mean() >= 0.99
+
+
+@pytest.mark.parametrize("variant", D.VARIANTS)
+def test_nuisance_only_classifier_shows_the_bias(variant):
+    """Colour/texture statistics of the stroke and background regions only (no shape):
+    near 100% on train and test-id with rho = 1, chance on test-ood."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    tr = make_biased_digits(variant, "train", 1.0, seed=0, n=3000)
+    tid = make_biased_digits(variant, "test-id", 1.0, seed=0, n=1000)
+    ood = make_biased_digits(variant, "test-ood", 1.0, seed=0, n=1000)
+    clf = RandomForestClassifier(100, n_jobs=2, random_state=0)
+    clf.fit(_region_stats(tr), tr.labels.numpy())
+    acc_tr = clf.score(_region_stats(tr), tr.labels.numpy())
+    acc_id = clf.score(_region_stats(tid), tid.labels.numpy())
+    acc_ood = clf.score(_region_stats(ood), ood.labels.numpy())
+    assert acc_tr >= 0.97 and acc_id >= 0.95, (acc_tr, acc_id)
+    assert abs(acc_ood - 0.1) <= 0.05, acc_ood
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(variant="striped"), "unknown variant"),
+    (dict(split="val"), "unknown split"),
+    (dict(rho=1.5), "rho must be"),
+    (dict(rho=-0.1), "rho must be"),
+    (dict(n=0), "n must be"),
+])
+def test_bad_arguments_raise_one_clear_error(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        make_biased_digits(**kw)
+
+
+def test_export_refuses_a_non_empty_target(tmp_path):
+    sizes = {"train": 10, "test-id": 10, "test-ood": 10}
+    export_biased_digits(str(tmp_path), sizes=sizes, splits=("train",))
+    before = sorted(p.name for p in (tmp_path / "train" / "0").iterdir())
+    with pytest.raises(ValueError, match="not empty"):
+        export_biased_digits(str(tmp_path), sizes=sizes, splits=("train",))
+    assert sorted(p.name for p in (tmp_path / "train" / "0").iterdir()) == before
+
+
+def test_cli_export(tmp_path, capsys):
+    from genint_fast.cli import main
+
+    out = tmp_path / "d"
+    rc = main(["data", "export", "--variant", "textured", "--rho", "0.9", "--out", str(out),
+               "--n-train", "40", "--n-test-id", "20", "--n-test-ood", "20"])
+    assert rc == 0
+    assert len(list((out / "train").glob("*/*.png"))) == 40
+    assert len(list((out / "test-ood").glob("*/*.png"))) == 20
+    assert (out / "biased_digits.json").is_file() and (out / "train" / "nuisance.csv").is_file()
+    assert "wrote biased-digits" in capsys.readouterr().out
+    rc = main(["data", "export", "--rho", "2", "--out", str(tmp_path / "e")])
+    assert rc == 2 and "rho must be" in capsys.readouterr().err
+
+
+def test_default_build_is_fast():
+    import time
+
+    make_biased_digits("textured", "train", 0.9, seed=0, n=100)  # warm the texture cache
+    t0 = time.perf_counter()
+    for split in D.SPLITS:
+        make_biased_digits("textured", split, 0.9, seed=0)
+    # 14000 images; generous bound for a shared 2-core machine.
+    assert time.perf_counter() - t0 < 15.0
