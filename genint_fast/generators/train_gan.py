@@ -1,0 +1,196 @@
+"""Training of the small class-conditional GAN (`genint-fast gan`).
+
+Hinge loss (or least squares), Adam, an exponential moving average of the generator's weights
+(torch.optim.swa_utils.AveragedModel, buffers included), atomic checkpoints (write to a
+temporary file, then os.replace) and exact resume (models, optimisers, EMA, step, RNG state).
+The trainer takes any (images in [-1, 1], int64 labels) tensors, so it does not depend on where
+the data comes from.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .small import ProjectionDiscriminator, SmallGANConfig, SmallGenerator
+
+__all__ = ["GANTrainConfig", "train_gan", "load_small_generator", "save_checkpoint"]
+
+CHECKPOINT_FORMAT = "genint_fast.small_gan.v1"
+
+
+@dataclass
+class GANTrainConfig:
+    steps: int = 2000
+    batch_size: int = 32
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple = (0.0, 0.999)
+    loss: str = "hinge"          # "hinge" or "lsgan"
+    ema_decay: float = 0.999
+    checkpoint_every: int = 200
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.loss not in ("hinge", "lsgan"):
+            raise ValueError(f'loss must be "hinge" or "lsgan", got {self.loss!r}')
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+def _d_loss(kind, real, fake):
+    if kind == "hinge":
+        return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+    return 0.5 * ((real - 1.0) ** 2).mean() + 0.5 * (fake ** 2).mean()
+
+
+def _g_loss(kind, fake):
+    if kind == "hinge":
+        return -fake.mean()
+    return 0.5 * ((fake - 1.0) ** 2).mean()
+
+
+def _check_data(images, labels, num_classes):
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1:] != (3, 32, 32):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a (N, 3, 32, 32) tensor, got {shape}")
+    if not torch.is_floating_point(images):
+        raise ValueError(f"images must be floating point in [-1, 1], got {images.dtype}")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
+        raise ValueError(f"images must lie in [-1, 1], found values in [{lo:.3g}, {hi:.3g}]")
+    labels = torch.as_tensor(labels)
+    if labels.dim() != 1 or labels.shape[0] != images.shape[0] or labels.dtype.is_floating_point:
+        raise ValueError(f"labels must be integer class ids of shape ({images.shape[0]},)")
+    if images.shape[0] == 0:
+        raise ValueError("no training images")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}), got "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return images, labels.long()
+
+
+def save_checkpoint(path, state) -> None:
+    """torch.save to a temporary file next to `path`, then an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(state, str(tmp))
+    os.replace(tmp, path)
+
+
+def _read_checkpoint(path):
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read GAN checkpoint {path} ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a genint-fast small-GAN checkpoint")
+    return state
+
+
+def load_small_generator(path, *, device="cpu", ema=True) -> SmallGenerator:
+    """The generator of a `genint-fast gan` checkpoint (its EMA weights unless ema=False), in
+    eval()."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no GAN checkpoint at {path}; train one with `genint-fast gan`")
+    state = _read_checkpoint(path)
+    gen = SmallGenerator(SmallGANConfig(**state["model_config"]),
+                         generator_id="small32")
+    gen.load_state_dict(state["G_ema"] if ema else state["G"])
+    return gen.to(device).eval()
+
+
+def train_gan(images, labels, out, *, model_config: SmallGANConfig | None = None,
+              train_config: GANTrainConfig | None = None, resume=True, device="cpu",
+              log=print) -> dict:
+    """Train (or resume) the small GAN on (images, labels); checkpoints go to `out`.
+
+    Returns a summary dict: steps done, last losses, seconds, and the checkpoint path.
+    """
+    tc = train_config or GANTrainConfig()
+    device = torch.device(device)
+    out = Path(out)
+    state = _read_checkpoint(out) if (resume and out.is_file()) else None
+    if state is not None:
+        mc = SmallGANConfig(**state["model_config"])
+        if model_config is not None and model_config.to_dict() != mc.to_dict():
+            raise ValueError(f"checkpoint {out} was trained with {mc.to_dict()}, not "
+                             f"{model_config.to_dict()}; pass another --out to start afresh")
+    else:
+        mc = model_config or SmallGANConfig(num_classes=int(torch.as_tensor(labels).max()) + 1)
+    images, labels = _check_data(images, labels, mc.num_classes)
+    images, labels = images.to(device, torch.float32), labels.to(device)
+
+    G = SmallGenerator(mc).to(device)
+    D = ProjectionDiscriminator(mc).to(device)
+    ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
+    rng = torch.Generator(device=device).manual_seed(tc.seed)
+    step = 0
+    if state is not None:
+        G.load_state_dict(state["G"])
+        D.load_state_dict(state["D"])
+        ema.load_state_dict(state["ema"])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        rng.set_state(state["rng"])
+        step = int(state["step"])
+        log(f"resumed {out} at step {step}")
+
+    def checkpoint():
+        save_checkpoint(out, {
+            "format": CHECKPOINT_FORMAT, "model_config": mc.to_dict(),
+            "train_config": dict(tc.__dict__, betas=list(tc.betas)), "step": step,
+            "G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
+            "G_ema": ema.module.state_dict(), "opt_g": opt_g.state_dict(),
+            "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
+        })
+
+    n = images.shape[0]
+    t0 = time.perf_counter()
+    losses = {"d": float("nan"), "g": float("nan")}
+    G.train()
+    D.train()
+    while step < tc.steps:
+        idx = torch.randint(n, (tc.batch_size,), generator=rng, device=device)
+        real, y = images[idx], labels[idx]
+        z = G.sample_latents(tc.batch_size, 1.0, generator=rng)
+        y_fake = torch.randint(mc.num_classes, (tc.batch_size,), generator=rng, device=device)
+        # discriminator
+        with torch.no_grad():
+            fake = G(z, y_fake)
+        d_loss = _d_loss(tc.loss, D(real, y), D(fake, y_fake))
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        # generator
+        g_loss = _g_loss(tc.loss, D(G(z, y_fake), y_fake))
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        ema.update_parameters(G)
+        step += 1
+        losses = {"d": d_loss.item(), "g": g_loss.item()}
+        if not all(math.isfinite(v) for v in losses.values()):
+            raise RuntimeError(f"GAN training diverged at step {step} (losses {losses}); "
+                               f"lower the learning rates")
+        if tc.log_every and step % tc.log_every == 0:
+            log(f"step {step}/{tc.steps}  loss_d {losses['d']:.4f}  loss_g {losses['g']:.4f}  "
+                f"{(time.perf_counter() - t0) / max(step - (state or {}).get('step', 0), 1):.2f} s/step")
+        if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+            checkpoint()
+    checkpoint()
+    return {"steps": step, "loss_d": losses["d"], "loss_g": losses["g"],
+            "seconds": time.perf_counter() - t0, "checkpoint": str(out)}
