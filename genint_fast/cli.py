@@ -12,6 +12,8 @@ import sys
 # Modules that contribute commands, in the order their commands are listed in --help.
 COMMAND_MODULES = [
     "genint_fast.bench_cli",
+    "genint_fast.gen_cli",
+    "genint_fast.data.cli",
 ]
 
 
