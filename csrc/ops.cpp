@@ -14,4 +14,14 @@ TORCH_LIBRARY(genint_fast, m) {
   m.def(
       "steer_backward(Tensor grad, Tensor z, Tensor directions, Tensor sigma, Tensor mu, "
       "Tensor idx, Tensor alpha, str mode, float? clamp) -> (Tensor, Tensor)");
+  // Gaussian-kernel MMD^2 between the feature sets x (B, N, C) and y (B or 1, M, C), k(a, b) =
+  // exp(-gamma ||a - b||^2), computed in tiles (never an N x M matrix). Returns (loss (B,),
+  // grad_x (B, N, C) per unit of loss or an empty tensor unless grad_x, grad_y (B, M, C) unreduced
+  // over the batch or an empty tensor unless grad_y). yy: the cached y-y sums (float64, (B_y,)),
+  // from mmd_gaussian_self, for a constant y. See csrc/mmd.h.
+  m.def(
+      "mmd_gaussian(Tensor x, Tensor y, float gamma, bool unbiased, bool grad_x, bool grad_y, "
+      "Tensor? yy) -> (Tensor, Tensor, Tensor)");
+  // sum_ij exp(-gamma ||y_i - y_j||^2) per batch element of y (B, M, C), float64 (B,).
+  m.def("mmd_gaussian_self(Tensor y, float gamma) -> Tensor");
 }

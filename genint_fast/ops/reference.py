@@ -32,3 +32,101 @@ def steer(z, directions, sigma, mu, idx, alpha, mode="add", clamp=None):
     if clamp is not None:
         out = out.clamp(-clamp, clamp)
     return out
+
+
+# --------------------------------------------------------------------------------------- MMD
+# Style losses (SPEC section 5): MMD^2 between two sets of feature vectors, one vector per
+# spatial position. These definitions materialise the full kernel matrices.
+
+
+def mmd_sets(t):
+    """(B, C, H, W) feature maps -> (B, H*W, C) sets of vectors; (B, N, C) is returned as is."""
+    if t.dim() == 4:
+        return t.flatten(2).transpose(1, 2)
+    if t.dim() == 3:
+        return t
+    raise ValueError(f"features must be (B, C, H, W) or (B, N, C), got a {t.dim()}-D tensor")
+
+
+def gaussian_default_gamma(y):
+    """The default bandwidth of the Gaussian kernel: gamma = 1 / (2 * mean_ij ||y_i - y_j||^2),
+    where the mean over all pairs of target vectors equals 2 * sum_c Var(y_c) (population
+    variance), averaged over the target batch: gamma = 1 / (4 * mean_b sum_c Var_b(y_c)). It is
+    exact, costs O(M C), needs no N x M matrix, and is fixed for a fixed target. Falls back to
+    1 / C when the target has no spread."""
+    y = mmd_sets(y).detach().double()
+    spread = y.var(dim=1, unbiased=False).sum(-1).mean().item()
+    if not (spread > 0.0 and spread < float("inf")):
+        return 1.0 / y.shape[-1]
+    return 1.0 / (4.0 * spread)
+
+
+def _mmd_from_kernel_matrices(kxx, kyy, kxy, unbiased):
+    n, m = kxx.shape[-1], kyy.shape[-1]
+    if unbiased:
+        sxx = kxx.sum((1, 2)) - kxx.diagonal(dim1=1, dim2=2).sum(-1)
+        syy = kyy.sum((1, 2)) - kyy.diagonal(dim1=1, dim2=2).sum(-1)
+        return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2 * kxy.sum((1, 2)) / (n * m)
+    return kxx.mean((1, 2)) + kyy.mean((1, 2)) - 2 * kxy.mean((1, 2))
+
+
+def mmd_linear(x, y, unbiased=False):
+    """k(a, b) = a.b; biased MMD^2 = ||mean(X) - mean(Y)||^2. Returns (B,)."""
+    x, y = mmd_sets(x), mmd_sets(y)
+    return _mmd_from_kernel_matrices(x @ x.transpose(1, 2), y @ y.transpose(1, 2),
+                                     x @ y.transpose(1, 2), unbiased)
+
+
+def mmd_poly2(x, y, unbiased=False):
+    """k(a, b) = (a.b)^2; biased MMD^2 = ||X^T X / N - Y^T Y / M||_F^2. Returns (B,)."""
+    x, y = mmd_sets(x), mmd_sets(y)
+    return _mmd_from_kernel_matrices((x @ x.transpose(1, 2)).square(),
+                                     (y @ y.transpose(1, 2)).square(),
+                                     (x @ y.transpose(1, 2)).square(), unbiased)
+
+
+def gaussian_kernel_matrix(a, b, gamma):
+    """exp(-gamma ||a_i - b_j||^2), the (B, N, M) matrix, through |a|^2 + |b|^2 - 2 a.b."""
+    d2 = (a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(1)
+          - 2 * a @ b.transpose(1, 2))
+    return torch.exp(-gamma * d2.clamp_min(0))
+
+
+def mmd_gaussian(x, y, gamma=None, unbiased=False):
+    """k(a, b) = exp(-gamma ||a - b||^2); gamma None means gaussian_default_gamma(y).
+    Returns (B,)."""
+    x, y = mmd_sets(x), mmd_sets(y)
+    if gamma is None:
+        gamma = gaussian_default_gamma(y)
+    return _mmd_from_kernel_matrices(gaussian_kernel_matrix(x, x, gamma),
+                                     gaussian_kernel_matrix(y, y, gamma),
+                                     gaussian_kernel_matrix(x, y, gamma), unbiased)
+
+
+BN_EPS = 1e-5
+
+
+def mmd_bn(x, y, unbiased=False):
+    """sum_c (mu_x,c - mu_y,c)^2 + (sigma_x,c - sigma_y,c)^2 with sigma = sqrt(Var + 1e-5)
+    (population variance; Bessel-corrected when unbiased). Returns (B,)."""
+    x, y = mmd_sets(x), mmd_sets(y)
+    sx = torch.sqrt(x.var(dim=1, unbiased=unbiased) + BN_EPS)
+    sy = torch.sqrt(y.var(dim=1, unbiased=unbiased) + BN_EPS)
+    return (x.mean(1) - y.mean(1)).square().sum(-1) + (sx - sy).square().sum(-1)
+
+
+def mmd(x, y, kernel="poly2", gamma=None, unbiased=False, reduction="mean"):
+    """Materialised definition of genint_fast.ops.mmd; y of batch 1 is broadcast."""
+    fns = {"linear": mmd_linear, "poly2": mmd_poly2, "bn": mmd_bn}
+    x3, y3 = mmd_sets(x), mmd_sets(y)
+    if y3.shape[0] == 1 and x3.shape[0] > 1:
+        y3 = y3.expand(x3.shape[0], -1, -1)
+    if kernel == "gaussian":
+        out = mmd_gaussian(x3, y3, gamma, unbiased)
+    else:
+        out = fns[kernel](x3, y3, unbiased)
+    if reduction == "mean":
+        return out.mean()
+    if reduction == "sum":
+        return out.sum()
+    return out

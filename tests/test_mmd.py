@@ -1,0 +1,348 @@
+"""The MMD style losses against their materialised plain-PyTorch definitions
+(genint_fast.ops.reference.mmd)."""
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import genint_fast  # noqa: F401
+from genint_fast.ops import MMDTarget, mmd, reference, style_loss
+from genint_fast.ops.mmd import KERNELS
+
+from conftest import devices, requires_cuda
+
+
+def feats(B, N, C, layout="nc", dtype=torch.float64, device="cpu", seed=0, scale=1.0):
+    """(B, N, C) sets, or (B, C, H, W) maps with H * W = N when layout == "chw"."""
+    g = torch.Generator().manual_seed(seed)
+    t = scale * torch.randn(B, N, C, generator=g, dtype=torch.float64)
+    t = t + 0.3 * torch.randn(B, 1, C, generator=g, dtype=torch.float64)  # distinct means
+    if layout == "chw":
+        h = int(math.isqrt(N))
+        assert h * h == N
+        t = t.transpose(1, 2).reshape(B, C, h, h).contiguous()
+    return t.to(device=device, dtype=dtype)
+
+
+def leaf(t, grad=True):
+    return t.detach().clone().requires_grad_(grad)
+
+
+def loss_and_grads(fn, x, y, kernel, unbiased, gamma=None, y_grad=True):
+    x, y = leaf(x), leaf(y, y_grad)
+    out = fn(x, y, kernel=kernel, gamma=gamma, unbiased=unbiased, reduction="none")
+    w = torch.linspace(0.5, 1.5, out.shape[0], dtype=torch.float64).to(out)
+    (out * w).sum().backward()
+    return out.detach(), x.grad, (y.grad if y_grad else None)
+
+
+# --------------------------------------------------------------------- values and gradients
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("B, By", [(1, 1), (2, 2), (4, 1), (3, 3)])
+def test_values_and_gradients_match_reference_float64(kernel, unbiased, B, By):
+    x = feats(B, 49, 6, layout="chw", seed=B)
+    y = feats(By, 33, 6, seed=10 + By)
+    gamma = None if B % 2 else 0.07
+    out, gx, gy = loss_and_grads(mmd, x, y, kernel, unbiased, gamma)
+    r_out, r_gx, r_gy = loss_and_grads(reference.mmd, x, y, kernel, unbiased, gamma)
+    tol = dict(rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out, r_out, **tol)
+    torch.testing.assert_close(gx, r_gx, **tol)
+    torch.testing.assert_close(gy, r_gy, **tol)
+    assert out.shape == (B,)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("layout", ["nc", "chw"])
+def test_float32_tiles_and_chunks_match_reference(kernel, layout):
+    # N and M are not multiples of the CPU tile (128 rows x 512 columns) and M spans 3 chunks.
+    x = feats(2, 17 * 17, 24, layout=layout, dtype=torch.float32, seed=1)
+    y = feats(2, 1100, 24, dtype=torch.float32, seed=2)
+    out, gx, gy = loss_and_grads(mmd, x, y, kernel, False)
+    r_out, r_gx, r_gy = loss_and_grads(reference.mmd, x.double(), y.double(), kernel, False)
+    scale = r_out.abs().max().item()
+    torch.testing.assert_close(out.double(), r_out, rtol=1e-4, atol=1e-5 * scale)
+    torch.testing.assert_close(gx.double(), r_gx, rtol=1e-3, atol=1e-5 * r_gx.abs().max().item())
+    torch.testing.assert_close(gy.double(), r_gy, rtol=1e-3, atol=1e-5 * r_gy.abs().max().item())
+
+
+def test_reductions_and_loss_is_zero_for_identical_sets():
+    x = feats(3, 40, 5)
+    per = mmd(x, x, "gaussian", reduction="none")
+    torch.testing.assert_close(per, torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    y = feats(3, 30, 5, seed=4)
+    per = mmd(x, y, "gaussian", reduction="none")
+    assert (per > 0).all()
+    torch.testing.assert_close(mmd(x, y, "gaussian", reduction="sum"), per.sum())
+    torch.testing.assert_close(mmd(x, y, "gaussian"), per.mean())
+
+
+def test_poly2_is_gram_matching_and_linear_is_mean_matching():
+    x, y = feats(2, 20, 4), feats(2, 30, 4, seed=5)
+    gx = x.transpose(1, 2) @ x / 20
+    gy = y.transpose(1, 2) @ y / 30
+    torch.testing.assert_close(mmd(x, y, "poly2", reduction="none"),
+                               (gx - gy).square().sum((1, 2)))
+    torch.testing.assert_close(mmd(x, y, "linear", reduction="none"),
+                               (x.mean(1) - y.mean(1)).square().sum(-1))
+
+
+def test_default_gamma_is_the_documented_formula():
+    y = feats(2, 50, 7, seed=3)
+    d2 = torch.cdist(y, y).square().mean((1, 2)).mean().item()  # mean over all pairs
+    assert reference.gaussian_default_gamma(y) == pytest.approx(1.0 / (2.0 * d2), rel=1e-9)
+    assert reference.gaussian_default_gamma(torch.ones(1, 10, 4)) == 0.25  # no spread: 1 / C
+    x = feats(2, 40, 7)
+    torch.testing.assert_close(mmd(x, y, "gaussian"),
+                               mmd(x, y, "gaussian", gamma=1.0 / (2.0 * d2)))
+
+
+# -------------------------------------------------------------------------------- gradcheck
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_gradcheck_float64(kernel, unbiased):
+    x = leaf(feats(2, 9, 3, layout="chw"))
+    y = leaf(feats(1, 7, 3, seed=2))
+
+    def f(x, y):
+        return mmd(x, y, kernel, gamma=0.3, unbiased=unbiased, reduction="none")
+
+    assert torch.autograd.gradcheck(f, (x, y))
+
+
+@pytest.mark.parametrize("device", devices())
+def test_opcheck(device):
+    x = leaf(feats(2, 11, 5, dtype=torch.float32, device=device))
+    y = leaf(feats(1, 13, 5, dtype=torch.float32, device=device, seed=1))
+    op = torch.ops.genint_fast.mmd_gaussian.default
+    for unbiased in (False, True):
+        torch.library.opcheck(op, (x, y, 0.2, unbiased, True, True, None))
+        torch.library.opcheck(op, (x, y.detach(), 0.2, unbiased, True, False, None))
+    yy = torch.ops.genint_fast.mmd_gaussian_self.default(y.detach(), 0.2)
+    torch.library.opcheck(op, (x, y.detach(), 0.2, False, True, False, yy))
+    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y.detach(), 0.2))
+
+
+def test_compile_fullgraph_forward_and_backward():
+    x = leaf(feats(2, 16, 4, dtype=torch.float32))
+    y = feats(1, 20, 4, dtype=torch.float32, seed=1)
+
+    def f(x):
+        return (mmd(x, y, "gaussian", gamma=0.25) + mmd(x, y, "poly2")
+                + mmd(x, y, "linear") + mmd(x, y, "bn"))
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    loss = compiled(x)
+    loss.backward()
+    xr = leaf(x)
+    ref = sum(reference.mmd(xr, y, k, gamma=0.25) for k in KERNELS)
+    ref.backward()
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-6)
+
+
+# ----------------------------------------------------------------------- targets, style loss
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_cached_target_matches_direct_call(kernel, unbiased):
+    x, y = feats(3, 36, 5, layout="chw"), feats(1, 25, 5, layout="chw", seed=7)
+    target = MMDTarget(y, kernel, unbiased=unbiased)
+    a, ga, _ = loss_and_grads(lambda x, t, **kw: mmd(x, target, **kw), x, y, kernel, unbiased,
+                              y_grad=False)
+    b, gb, _ = loss_and_grads(reference.mmd, x, y, kernel, unbiased, y_grad=False)
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(ga, gb, rtol=1e-9, atol=1e-12)
+
+
+def test_target_mismatch_raises():
+    t = MMDTarget(feats(1, 10, 5), "gaussian", gamma=0.5)
+    x = feats(2, 10, 5)
+    with pytest.raises(ValueError, match="built for kernel"):
+        mmd(x, t, "poly2")
+    with pytest.raises(ValueError, match="unbiased"):
+        mmd(x, t, "gaussian", unbiased=True)
+    with pytest.raises(ValueError, match="gamma"):
+        mmd(x, t, "gaussian", gamma=0.1)
+    with pytest.raises(ValueError, match="channels"):
+        mmd(feats(2, 10, 4), t, "gaussian")
+
+
+def test_style_loss_is_the_weighted_sum_over_layers():
+    xs = [leaf(feats(2, 16, 3, layout="chw")), leaf(feats(2, 9, 6, layout="chw", seed=1))]
+    ys = [feats(1, 16, 3, layout="chw", seed=2), feats(1, 4, 6, layout="chw", seed=3)]
+    for kernel in KERNELS:
+        got = style_loss(xs, ys, [1e3, 0.5], kernel=kernel)
+        want = 1e3 * reference.mmd(xs[0], ys[0], kernel) + 0.5 * reference.mmd(xs[1], ys[1],
+                                                                                 kernel)
+        torch.testing.assert_close(got, want)
+        targets = [MMDTarget(y, kernel) for y in ys]
+        torch.testing.assert_close(style_loss(xs, targets, [1e3, 0.5], kernel=kernel), want)
+    with pytest.raises(ValueError, match="weights"):
+        style_loss(xs, ys, [1.0])
+    with pytest.raises(ValueError, match="same number"):
+        style_loss(xs, ys[:1])
+
+
+# --------------------------------------------------------------------------- half precision
+
+def half_errors(kernel, dtype, device="cpu"):
+    """Max error of ours in dtype and of the reference in dtype, against float64: the loss and
+    the x gradient, each relative to the float64 magnitude."""
+    x = feats(2, 64, 32, layout="chw", seed=3)
+    y = feats(2, 48, 32, seed=4)
+    gamma = 0.02
+    exact, gx, _ = loss_and_grads(reference.mmd, x, y, kernel, False, gamma, y_grad=False)
+    errs = {}
+    for name, fn in (("ours", mmd), ("reference", reference.mmd)):
+        out, g, _ = loss_and_grads(fn, x.to(device, dtype), y.to(device, dtype), kernel, False,
+                                   gamma, y_grad=False)
+        errs[name] = ((out.double().cpu() - exact).abs().max().item() / exact.abs().max().item(),
+                      (g.double().cpu() - gx).abs().max().item() / gx.abs().max().item())
+    return errs["ours"], errs["reference"]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_half_precision_within_twice_reference_error(device, dtype, kernel):
+    ours, ref = half_errors(kernel, dtype, device)
+    eps = torch.finfo(dtype).eps
+    for o, r, what in zip(ours, ref, ["loss", "grad x"]):
+        assert o <= 2 * r + eps, f"{what}: error {o:.3g} > 2 x reference error {r:.3g}"
+
+
+# ------------------------------------------------------------------------------- bad inputs
+
+BAD = {
+    "channel mismatch": (lambda x, y: (x, y[..., :-1]), "channels"),
+    "batch neither equal nor 1": (lambda x, y: (x, torch.cat([y, y, y])[:3]), "batch"),
+    "empty x set": (lambda x, y: (x[:, :0], y), "empty set"),
+    "empty y set": (lambda x, y: (x, y[:, :0]), "empty set"),
+    "empty batch": (lambda x, y: (x[:0], y), "empty batch"),
+    "2-D x": (lambda x, y: (x[0], y), "must be"),
+    "integer x": (lambda x, y: (x.long(), y), "floating-point"),
+    "dtype mismatch": (lambda x, y: (x, y.float()), "dtype"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_bad_inputs_raise_clear_errors(case, kernel):
+    x, y = feats(2, 10, 4), feats(2, 8, 4, seed=1)
+    mutate, message = BAD[case]
+    x, y = mutate(x, y)
+    with pytest.raises(ValueError, match=message):
+        mmd(x, y, kernel)
+
+
+def test_bad_arguments_raise_clear_errors():
+    x, y = feats(2, 10, 4), feats(2, 8, 4, seed=1)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        mmd(x, y, "cubic")
+    with pytest.raises(ValueError, match="reduction"):
+        mmd(x, y, "poly2", reduction="max")
+    with pytest.raises(ValueError, match="gamma must be finite and > 0"):
+        mmd(x, y, "gaussian", gamma=-1.0)
+    with pytest.raises(ValueError, match="at least 2 vectors"):
+        mmd(x[:, :1], y, "gaussian", unbiased=True)
+
+
+def test_op_level_checks_raise_runtime_errors():
+    op = torch.ops.genint_fast.mmd_gaussian.default
+    x, y = feats(2, 10, 4, dtype=torch.float32), feats(2, 8, 4, dtype=torch.float32, seed=1)
+    cases = [
+        ((x, y[..., :3], 0.1, False, True, False, None), "channels"),
+        ((x, torch.cat([y, y])[:3], 0.1, False, True, False, None), "batch"),
+        ((x[:, :0], y, 0.1, False, True, False, None), "empty set"),
+        ((x, y, float("nan"), False, True, False, None), "gamma must be finite"),
+        ((x[:, :1], y, 0.1, True, True, False, None), "at least 2"),
+        ((x, y, 0.1, False, True, False, torch.zeros(2)), "yy must be float64"),
+        ((x, y, 0.1, False, True, True, torch.zeros(2, dtype=torch.float64)), "constant y"),
+        ((x[0], y, 0.1, False, True, False, None), "3-D"),
+    ]
+    for args, message in cases:
+        with pytest.raises(RuntimeError, match=message):
+            op(*args)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_values_give_nan(kernel, bad):
+    # Documented: a non-finite value anywhere in x or y gives a NaN loss (never a crash or a
+    # silently finite number).
+    x, y = feats(2, 10, 4), feats(2, 8, 4, seed=1)
+    x[1, 3, 2] = bad
+    out = mmd(x, y, kernel, gamma=0.5, reduction="none")
+    assert torch.isnan(out[1]) and torch.isfinite(out[0])
+    out = mmd(y, x, kernel, gamma=0.5, reduction="none")
+    assert torch.isnan(out[1]) and torch.isfinite(out[0])
+
+
+# ------------------------------------------------------------------------------------ memory
+
+MEMORY_SCRIPT = r"""
+import resource, sys, torch, genint_fast
+from genint_fast.ops import mmd
+torch.set_num_threads(int(sys.argv[4]))
+n, m, c = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+g = torch.Generator().manual_seed(0)
+x = torch.randn(1, n, c, generator=g).requires_grad_()
+y = torch.randn(1, m, c, generator=g)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+loss = mmd(x, y, "gaussian", gamma=1.0 / (4 * c))
+loss.backward()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
+print((after - before) * 1024)
+"""
+
+
+def peak_extra_bytes(n, m, c, threads=2):
+    """Peak resident memory added by one Gaussian forward+backward, in a fresh process."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(n), str(m), str(c),
+                           str(threads)], capture_output=True, text=True, check=True,
+                          env={**os.environ})
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def test_gaussian_memory_does_not_grow_with_n_times_m():
+    # 16384 x 16384 pairs: the materialised matrix alone would be 1 GiB (float32); the tiled op
+    # adds a few MB. The full bar (N = M = 65536, C = 64, <= 1 GB) is measured by
+    # `genint-fast bench mmd` (about a minute on 2 cores) and by the slow test below.
+    extra = peak_extra_bytes(16384, 16384, 16)
+    assert extra < 64 * 2**20, f"peak extra memory {extra / 2**20:.0f} MiB"
+
+
+@pytest.mark.slow
+def test_gaussian_memory_bar_65536():
+    extra = peak_extra_bytes(65536, 65536, 64)
+    assert extra <= 10**9, f"peak extra memory {extra / 2**20:.0f} MiB > 1 GB"
+
+
+# -------------------------------------------------------------------------------------- CUDA
+
+@requires_cuda
+@pytest.mark.parametrize("C", [3, 64, 100, 128, 256, 512, 700])
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_cuda_matches_cpu_across_width_tiers(C, unbiased):
+    x = feats(3, 77, C, dtype=torch.float32, seed=C)
+    y = feats(1, 45, C, dtype=torch.float32, seed=C + 1)
+    gamma = 0.5 / C
+    cpu = loss_and_grads(mmd, x, y, "gaussian", unbiased, gamma)
+    cuda = loss_and_grads(mmd, x.cuda(), y.cuda(), "gaussian", unbiased, gamma)
+    for a, b in zip(cuda, cpu):
+        torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
+
+
+@requires_cuda
+def test_cuda_device_mismatch_raises():
+    x, y = feats(2, 10, 4, dtype=torch.float32), feats(2, 8, 4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="is on"):
+        mmd(x.cuda(), y, "gaussian")
