@@ -344,16 +344,26 @@ class TorchImageLoader(_FolderLoader):
         self.sampler = _EpochShardSampler(len(self.files), self.seed, self.shard_id,
                                           self.num_shards, self.shuffle)
         self._dataset = _FileDataset(self.files, self.transform)
+        self._dl = None
+
+    def _dataloader(self):
+        # Built once; worker processes persist across epochs (no start-up cost per epoch).
+        # Worker seeds come from `seed`, so augmentations repeat run to run.
+        if self._dl is None:
+            gen = torch.Generator().manual_seed(
+                int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0]))
+            workers = self.num_threads > 0
+            self._dl = torch.utils.data.DataLoader(
+                self._dataset, batch_size=self.batch_size, sampler=self.sampler,
+                num_workers=self.num_threads, collate_fn=_collate, drop_last=self.drop_last,
+                pin_memory=self.device.type == "cuda", generator=gen,
+                persistent_workers=workers, prefetch_factor=4 if workers else None)
+        return self._dl
 
     def __iter__(self):
-        self.sampler.epoch = self.epoch
-        gen = torch.Generator().manual_seed(
-            int(np.random.SeedSequence([self.seed, self.epoch, 1]).generate_state(1)[0]))
-        dl = torch.utils.data.DataLoader(
-            self._dataset, batch_size=self.batch_size, sampler=self.sampler,
-            num_workers=self.num_threads, collate_fn=_collate, drop_last=self.drop_last,
-            pin_memory=self.device.type == "cuda", generator=gen,
-            persistent_workers=False, prefetch_factor=4 if self.num_threads > 0 else None)
+        self.sampler.epoch = self.epoch  # the sampler runs in this process
+        # With num_threads=0 the augmentations run here and draw from torch's global RNG.
+        dl = self._dataloader()
         non_blocking = self.device.type == "cuda"
         for batch in dl:
             if batch is None:
