@@ -14,6 +14,7 @@ import torch
 # name -> module; each module's run() returns genint_fast.benchmarks.common.Row objects.
 BENCHMARKS = {
     "steer": "genint_fast.benchmarks.steer",
+    "loader": "genint_fast.benchmarks.loader",
 }
 
 
