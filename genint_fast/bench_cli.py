@@ -14,6 +14,7 @@ import torch
 # name -> module; each module's run() returns genint_fast.benchmarks.common.Row objects.
 BENCHMARKS = {
     "steer": "genint_fast.benchmarks.steer",
+    "mmd": "genint_fast.benchmarks.mmd",
     "loader": "genint_fast.benchmarks.loader",
 }
 

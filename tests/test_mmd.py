@@ -1,15 +1,12 @@
 """The MMD style losses against their materialised plain-PyTorch definitions
 (genint_fast.ops.reference.mmd)."""
 import math
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import genint_fast  # noqa: F401
 from genint_fast.ops import MMDTarget, mmd, reference, style_loss
+from genint_fast.benchmarks.mmd import measure_peak
 from genint_fast.ops.mmd import KERNELS
 
 from conftest import devices, requires_cuda
@@ -287,29 +284,11 @@ def test_non_finite_values_give_nan(kernel, bad):
 
 # ------------------------------------------------------------------------------------ memory
 
-MEMORY_SCRIPT = r"""
-import resource, sys, torch, genint_fast
-from genint_fast.ops import mmd
-torch.set_num_threads(int(sys.argv[4]))
-n, m, c = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-g = torch.Generator().manual_seed(0)
-x = torch.randn(1, n, c, generator=g).requires_grad_()
-y = torch.randn(1, m, c, generator=g)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-loss = mmd(x, y, "gaussian", gamma=1.0 / (4 * c))
-loss.backward()
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-assert torch.isfinite(loss) and torch.isfinite(x.grad).all()
-print((after - before) * 1024)
-"""
-
-
 def peak_extra_bytes(n, m, c, threads=2):
-    """Peak resident memory added by one Gaussian forward+backward, in a fresh process."""
-    proc = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(n), str(m), str(c),
-                           str(threads)], capture_output=True, text=True, check=True,
-                          env={**os.environ})
-    return int(proc.stdout.strip().splitlines()[-1])
+    """Peak resident memory added by one Gaussian forward+backward (x requires grad), measured
+    in a fresh process (peak RSS reset before the call, read after it)."""
+    extra, _ = measure_peak("gaussian", (n, m, c), threads=threads)
+    return extra
 
 
 def test_gaussian_memory_does_not_grow_with_n_times_m():
