@@ -291,3 +291,33 @@ def test_biased_digits_export_runs_through_the_loaders(tmp_path):
         order = [int(os.path.basename(f)[:-4]) for f in ld.files]
         assert torch.equal(y, ds.labels[order][i])
         assert torch.allclose(x, ds.images[order][i].float() / 255, atol=1e-6)
+
+
+@needs_dali
+def test_image_modes_decode_alike(tmp_path):
+    """Greyscale, palette, RGBA, LA, 16-bit PNGs and greyscale, CMYK, progressive JPEGs: both
+    loaders read them as RGB and agree to a few grey levels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    im = Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    (tmp_path / "t" / "a").mkdir(parents=True)
+    (tmp_path / "t" / "b").mkdir()
+    a, b = tmp_path / "t" / "a", tmp_path / "t" / "b"
+    im.convert("L").save(a / "gray.jpg")
+    im.convert("L").save(a / "gray.png")
+    im.convert("RGBA").save(a / "rgba.png")
+    im.convert("P").save(a / "pal.png")
+    im.convert("CMYK").save(b / "cmyk.jpg")
+    im.save(b / "prog.jpg", progressive=True)
+    im.convert("LA").save(b / "la.png")
+    Image.fromarray(rng.integers(0, 65535, (30, 40)).astype(np.uint16)).save(b / "g16.png")
+    out = {}
+    for name in ("dali", "torch"):
+        ld = make_loader(str(tmp_path / "t"), loader=name, batch_size=4, size=24,
+                         augment="none", crop_fraction=1.0, shuffle=False, num_threads=1,
+                         mean=(0, 0, 0), std=(1, 1, 1), cache_path=str(tmp_path / "c.json"))
+        assert not ld.skipped and ld.num_files == 8
+        out[name] = torch.cat([x for x, _ in ld])
+    assert out["dali"].shape == (8, 3, 24, 24)
+    assert (out["dali"] - out["torch"]).abs().max() <= 5 / 255

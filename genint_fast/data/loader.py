@@ -259,8 +259,14 @@ class DaliImageLoader(_FolderLoader):
 
 
 def _pil_to_tensor(im) -> torch.Tensor:
-    """uint8 CHW tensor from an RGB PIL image."""
-    return torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    """uint8 RGB CHW tensor from a PIL image (16-bit greyscale is scaled to 8 bits, as DALI
+    does, instead of Pillow's clipping)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = (np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        a = np.repeat(a[..., None], 3, axis=2)
+    else:
+        a = np.array(im.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
 
 
 class _FileDataset(torch.utils.data.Dataset):
@@ -276,7 +282,7 @@ class _FileDataset(torch.utils.data.Dataset):
 
         try:
             with Image.open(self.files[i]) as im:
-                img = _pil_to_tensor(im.convert("RGB"))
+                img = _pil_to_tensor(im)
         except Exception as exc:  # noqa: BLE001 - a file that broke after validation
             logging.getLogger("genint_fast.data").warning("skipped unreadable image %s (%s)",
                                                           self.files[i], exc)
