@@ -179,8 +179,9 @@ def discover_sampled(generator: ConditionalGenerator, k=80, n_samples=100_000, *
         incremental = n * H * 4 > max_memory_bytes
     if incremental:
         # IncrementalPCA does one SVD of (k + b) x H per batch of b rows: cost per row is
-        # about (k + b)^2 / b, smallest near b = k; we feed it chunks of 2k rows (or more).
-        chunk = max(2 * k, 16)
+        # about (k + b)^2 / b, smallest near b = k; we feed it chunks of max(2k, 256) rows
+        # (fewer calls where k is small: each call has a fixed overhead).
+        chunk = max(2 * k, 256)
         pca = IncrementalPCA(n_components=k)
         zs, buf, held = [], [], 0
         for z, acts in batches():

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_pretrained_biggan import BigGAN, BigGANConfig
 from pytorch_pretrained_biggan.file_utils import url_to_filename
-from pytorch_pretrained_biggan.model import (CONFIG_NAME, PRETRAINED_CONFIG_ARCHIVE_MAP,
+from pytorch_pretrained_biggan.model import (CONFIG_NAME, BigGANBatchNorm, PRETRAINED_CONFIG_ARCHIVE_MAP,
                                              PRETRAINED_MODEL_ARCHIVE_MAP, WEIGHTS_NAME)
 
 from .base import ConditionalGenerator, check_truncation, probe_linear_z_block
@@ -251,6 +251,13 @@ def random_biggan(config, *, seed=0, device="cpu", warmup_steps=3,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BigGAN(config)
+    # Upstream leaves the unconditional batch norm's weight and bias uninitialised
+    # (torch.Tensor(n)): garbage memory, different on every run. Give them the usual identity.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, BigGANBatchNorm) and not module.conditional:
+                module.weight.fill_(1.0)
+                module.bias.zero_()
     gen = BigGANGenerator(model, generator_id or f"random:{label}:seed={seed}").to(device)
     return warm_up(gen, warmup_steps, seed=seed)
 

@@ -132,8 +132,10 @@ def train_gan(images, labels, out, *, model_config: SmallGANConfig | None = None
     images, labels = _check_data(images, labels, mc.num_classes)
     images, labels = images.to(device, torch.float32), labels.to(device)
 
-    G = SmallGenerator(mc).to(device)
-    D = ProjectionDiscriminator(mc).to(device)
+    with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights too
+        torch.manual_seed(tc.seed)
+        G = SmallGenerator(mc).to(device)
+        D = ProjectionDiscriminator(mc).to(device)
     ema = AveragedModel(G, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
     opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
     opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
