@@ -169,9 +169,11 @@ class _FolderLoader:
         return (images, labels, index) if self.return_index else (images, labels)
 
     def _labels_on(self, device):
-        if self.labels.device != device:
-            self.labels = self.labels.to(device)
-        return self.labels
+        # self.labels stays on the CPU; a copy lives next to the batches (e.g. on the GPU).
+        cached = getattr(self, "_labels_dev", None)
+        if cached is None or cached.device != device:
+            cached = self._labels_dev = self.labels.to(device)
+        return cached
 
 
 class DaliImageLoader(_FolderLoader):
