@@ -325,3 +325,26 @@ def test_cuda_device_mismatch_raises():
     x, y = feats(2, 10, 4, dtype=torch.float32), feats(2, 8, 4, dtype=torch.float32)
     with pytest.raises(ValueError, match="is on"):
         mmd(x.cuda(), y, "gaussian")
+
+
+@pytest.mark.parametrize("n", [1, 128, 129, 385, 600, 1000])
+def test_self_sum_visits_every_pair_once(n):
+    # The y-y sum without gradient visits each unordered pair of 128-row blocks once (odd and
+    # even block counts); it must equal the full materialised sum.
+    y = feats(2, n, 5, seed=n)
+    got = torch.ops.genint_fast.mmd_gaussian_self.default(y, 0.2)
+    want = reference.gaussian_kernel_matrix(y, y, 0.2).sum((1, 2))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-9)
+    got32 = torch.ops.genint_fast.mmd_gaussian_self.default(y.float(), 0.2)
+    torch.testing.assert_close(got32, want, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("n", [1, 257, 600, 1300])
+def test_self_term_gradient_tournament_schedule(n):
+    # With x requiring grad, the x-x term visits each pair of 256-row blocks once (round-robin
+    # rounds of disjoint pairs; 1, 2, 3 and 6 blocks) and adds both blocks' gradients.
+    x, y = feats(2, n, 5, seed=n), feats(1, 77, 5, seed=1)
+    out, gx, _ = loss_and_grads(mmd, x, y, "gaussian", False, 0.3, y_grad=False)
+    r_out, r_gx, _ = loss_and_grads(reference.mmd, x, y, "gaussian", False, 0.3, y_grad=False)
+    torch.testing.assert_close(out, r_out, rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(gx, r_gx, rtol=1e-9, atol=1e-15)
