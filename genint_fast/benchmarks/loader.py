@@ -75,7 +75,6 @@ def run(device="cpu", quick=False, root=None, threads=2, batch_size=256):
                 f"torch DataLoader ({threads} workers, Pillow + torchvision v2)",
                 t_dali, t_base,
                 note=f"{n / t_dali:.0f} vs {n / t_base:.0f} images/s"))
-            del dali, base
     finally:
         if tmp is not None:
             tmp.cleanup()
