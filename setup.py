@@ -76,7 +76,11 @@ def build_extension():
     )
 
 
+# GENINT_FAST_SKIP_EXT=1: install the Python package only (the Makefile does this for its editable
+# install and then builds the extension in place with build_ext, so it is compiled once).
+_skip_ext = os.environ.get("GENINT_FAST_SKIP_EXT", "0") == "1"
+
 setup(
-    ext_modules=[build_extension()],
+    ext_modules=[] if _skip_ext else [build_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )
