@@ -16,6 +16,7 @@ BENCHMARKS = {
     "steer": "genint_fast.benchmarks.steer",
     "mmd": "genint_fast.benchmarks.mmd",
     "loader": "genint_fast.benchmarks.loader",
+    "generate": "genint_fast.benchmarks.generate",
 }
 
 

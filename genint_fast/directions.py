@@ -138,19 +138,35 @@ def discover_svd(generator: ConditionalGenerator, k=80, *, truncation=1.0,
 @torch.no_grad()
 def discover_sampled(generator: ConditionalGenerator, k=80, n_samples=100_000, *,
                      truncation=1.0, class_id=0, batch_size=1000, seed=0, incremental=None,
-                     max_memory_bytes=1 << 30, progress=None) -> Directions:
+                     max_memory_bytes=1 << 30, blas_threads=None,
+                     progress=None) -> Directions:
     """GANSpace's sampled estimator (the general path and the test of the SVD shortcut).
 
     class_id: the class all samples share (directions transfer across classes; SPEC 3), or None
     to draw classes uniformly. incremental: force IncrementalPCA (True) or PCA (False); by
     default IncrementalPCA is used when N x H float32 activations exceed max_memory_bytes.
+    blas_threads: cap scikit-learn's BLAS threads (threadpoolctl) while fitting; on a shared,
+    oversubscribed machine multi-threaded OpenBLAS can be 10-20x slower than one thread.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        return _discover_sampled(generator, k, n_samples, truncation=truncation,
+                                 class_id=class_id, batch_size=batch_size, seed=seed,
+                                 incremental=incremental, max_memory_bytes=max_memory_bytes,
+                                 progress=progress)
+
+
+def _discover_sampled(generator, k, n_samples, *, truncation, class_id, batch_size, seed,
+                      incremental, max_memory_bytes, progress):
     from sklearn.decomposition import PCA, IncrementalPCA
 
     t = check_truncation(truncation)
     n = int(n_samples)
     if n < 2:
         raise ValueError(f"n_samples must be >= 2, got {n_samples}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = generator.device
     rng = torch.Generator(device=device).manual_seed(int(seed))
 

@@ -48,6 +48,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--class-id", type=int, default=0, help="class of all samples (default 0)")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="cap BLAS threads of the PCA (1 is fastest on a busy shared machine)")
     p.add_argument("--seed", type=int, default=0)
     _common(p, cache=True)
     p.set_defaults(func=directions_main)
@@ -177,7 +179,7 @@ def directions_main(args) -> int:
     kw = dict(truncation=args.truncation, class_id=args.class_id)
     if args.method == "sampled":
         kw.update(n_samples=args.samples, batch_size=args.batch_size, seed=args.seed,
-                  progress=progress)
+                  blas_threads=args.blas_threads, progress=progress)
     d = discover(gen, args.k, method=args.method, **kw)
     save_directions(d, args.out)
     s = ", ".join(f"{v:.3g}" for v in d.sigma[:5].tolist())

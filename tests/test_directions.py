@@ -44,7 +44,7 @@ def test_svd_directions_are_orthonormal(svd_dirs, gen):
 
 def test_svd_agrees_with_sampled_pca(gen, svd_dirs):
     sampled = discover_sampled(gen, 10, 20_000, truncation=0.8, batch_size=2000, seed=1,
-                               incremental=False)
+                               incremental=False, blas_threads=1)
     assert sampled.meta["method"] == "pca"
     cos_u, cos_c, rel_sigma = _agree(svd_dirs, sampled)
     assert cos_u.mean() >= 0.95, cos_u
@@ -55,7 +55,7 @@ def test_svd_agrees_with_sampled_pca(gen, svd_dirs):
 
 def test_incremental_pca_path_agrees(gen, svd_dirs):
     sampled = discover_sampled(gen, 10, 4_000, truncation=0.8, batch_size=700, seed=2,
-                               incremental=True)
+                               incremental=True, blas_threads=1)
     assert sampled.meta["method"] == "incremental-pca" and sampled.meta["n_samples"] == 4000
     cos_u, cos_c, rel_sigma = _agree(svd_dirs, sampled)
     assert cos_u.mean() >= 0.95, cos_u
