@@ -201,3 +201,22 @@ def test_dump_and_generate_command(gen, dirs, tmp_path):
     assert main(["generate", "--generator", "random:tiny:3", "--directions", str(path),
                  "--grid", str(tmp_path / "x.png")]) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sampler_on_device_and_half(device, dtype):
+    g = tiny_biggan(seed=1, device=device)
+    d = discover_svd(g, 8)
+    g = g.to(dtype)
+    s1 = InterventionSampler(g, d, top_k=8, m=2, batch_size=4, seed=3)
+    s2 = InterventionSampler(g, d, top_k=8, m=2, batch_size=4, seed=3)
+    x1, y1, r1 = s1.sample()
+    x2, y2, r2 = s2.sample()
+    assert x1.device.type == device and x1.dtype == dtype and y1.device.type == device
+    assert torch.isfinite(x1.float()).all()
+    assert torch.equal(x1, x2) and torch.equal(r1.alpha, r2.alpha)
+    expect = reference.steer(r1.z, d.u.to(device), d.sigma.to(device), d.mu.to(device),
+                             r1.idx, r1.alpha, "add")
+    torch.testing.assert_close(r1.z_star, expect, atol=1e-5, rtol=1e-5)

@@ -47,8 +47,13 @@ def run(device="cpu", quick=False):
                                                     incremental=True, blas_threads=1), device)
     cos = (exact.u[:10] * sampled.u[:10]).sum(1).abs().mean().item()
     rel = (sampled.sigma[:10] / exact.sigma[:10] - 1).abs().max().item()
-    note = (f"k={k}, N={n}{' (quick: the issue asks N=100k)' if quick else ''}; "
-            f"top-10 mean |cos| {cos:.3f}, max sigma error {rel:.1%}")
+    flat = (exact.sigma[0] / exact.sigma[-1]).item()
+    # Random weights give gen_z a nearly flat spectrum (s_0 / s_79 ~ 1.07), so individual
+    # directions are not identifiable from samples and |cos| is low here; agreement is tested
+    # on a spread spectrum in tests/test_directions.py.
+    note = (f"k={k}, N={n}{' (quick: the issue asks N=100k)' if quick else ''}; random "
+            f"weights, flat spectrum s0/s{k - 1}={flat:.2f}: top-10 mean |cos| {cos:.2f}, "
+            f"max sigma error {rel:.1%}")
     rows.append(Row("directions biggan-deep-128 gen_z: exact SVD", f"IncrementalPCA N={n}",
                     t_svd, t_pca, bar=100.0, note=note))
 
