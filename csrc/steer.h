@@ -72,7 +72,8 @@ inline void check_steer_inputs(const at::Tensor& z, const at::Tensor& directions
     // One small reduction over (B, M) indices; on CUDA it synchronises once. An index out of
     // range would otherwise read outside `directions` (a crash on CUDA).
     auto [lo, hi] = at::aminmax(idx);
-    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
+    const auto range = at::stack({lo, hi}).to(at::kCPU);  // one device-to-host copy
+    const int64_t lo_v = range[0].item<int64_t>(), hi_v = range[1].item<int64_t>();
     TORCH_CHECK(lo_v >= 0 && hi_v < K, "steer: idx must lie in [0, K = ", K, "), found values in [",
                 lo_v, ", ", hi_v, "]");
   }
