@@ -206,8 +206,11 @@ def _discover_sampled(generator, k, n_samples, *, truncation, class_id, batch_si
             held += acts.shape[0]
             if held >= 2 * chunk:
                 block = np.concatenate(buf)
-                pca.partial_fit(block[:chunk])
-                buf, held = [block[chunk:]], held - chunk
+                start = 0
+                while held - start >= 2 * chunk:  # leave >= chunk rows for the end
+                    pca.partial_fit(block[start:start + chunk])
+                    start += chunk
+                buf, held = [block[start:].copy()], held - start
         if held:
             pca.partial_fit(np.concatenate(buf))  # the rest: >= chunk rows, or all N >= k
         Z = np.concatenate(zs)

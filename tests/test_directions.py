@@ -53,10 +53,22 @@ def test_svd_agrees_with_sampled_pca(gen, svd_dirs):
     assert sampled.mu.abs().max() < 0.05  # the latent mean of a symmetric sampler
 
 
-def test_incremental_pca_path_agrees(gen, svd_dirs):
+def test_incremental_pca_path_agrees(gen, svd_dirs, monkeypatch):
+    from sklearn.decomposition import IncrementalPCA
+
+    sizes = []
+    real_fit = IncrementalPCA.partial_fit
+
+    def spy(self, X, *args, **kwargs):
+        sizes.append(X.shape[0])
+        return real_fit(self, X, *args, **kwargs)
+
+    monkeypatch.setattr(IncrementalPCA, "partial_fit", spy)
     sampled = discover_sampled(gen, 10, 4_000, truncation=0.8, batch_size=700, seed=2,
                                incremental=True, blas_threads=1)
     assert sampled.meta["method"] == "incremental-pca" and sampled.meta["n_samples"] == 4000
+    # streamed in bounded chunks (256 rows; the last one < 512), every sample used once
+    assert sum(sizes) == 4000 and max(sizes) < 512 and sizes[0] == 256
     cos_u, cos_c, rel_sigma = _agree(svd_dirs, sampled)
     assert cos_u.mean() >= 0.95, cos_u
     assert rel_sigma.max() <= 0.1, rel_sigma
