@@ -51,11 +51,12 @@ def run(device="cpu", quick=False):
     # Random weights give gen_z a nearly flat spectrum (s_0 / s_79 ~ 1.07), so individual
     # directions are not identifiable from samples and |cos| is low here; agreement is tested
     # on a spread spectrum in tests/test_directions.py.
-    note = (f"k={k}, N={n}{' (quick: the issue asks N=100k)' if quick else ''}; random "
+    note = (f"k={k}, N={n}{' (quick; the bar is for N=100k)' if quick else ''}; random "
             f"weights, flat spectrum s0/s{k - 1}={flat:.2f}: top-10 mean |cos| {cos:.2f}, "
             f"max sigma error {rel:.1%}")
+    # The issue's bar (>= 100x) is set at N = 100k; the sampled cost grows linearly in N.
     rows.append(Row("directions biggan-deep-128 gen_z: exact SVD", f"IncrementalPCA N={n}",
-                    t_svd, t_pca, bar=100.0, note=note))
+                    t_svd, t_pca, bar=None if quick else 100.0, note=note))
 
     # ---- generation: batch 32 vs batch-1 loop
     d = exact
