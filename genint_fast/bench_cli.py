@@ -17,6 +17,7 @@ BENCHMARKS = {
     "mmd": "genint_fast.benchmarks.mmd",
     "loader": "genint_fast.benchmarks.loader",
     "generate": "genint_fast.benchmarks.generate",
+    "transfer": "genint_fast.benchmarks.transfer",
 }
 
 
