@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "genint_fast.bench_cli",
     "genint_fast.gen_cli",
     "genint_fast.data.cli",
+    "genint_fast.train_cli",
     "genint_fast.transfer_cli",
 ]
 

@@ -1,0 +1,197 @@
+"""Trainer configuration: a dataclass loaded from a YAML recipe (configs/*.yaml) plus
+`key=value` command-line overrides (values parsed as YAML scalars). Every check runs before any
+work starts; a bad config raises one ValueError sentence naming the key."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+__all__ = ["TrainConfig", "load_config", "MODES", "MODELS", "IMPLEMENTED_MODES"]
+
+MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer")
+# Modes this trainer runs today; the others are refused with a clear message.
+IMPLEMENTED_MODES = ("erm", "mixup", "gan-aug", "genint")
+MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
+_AMP = ("none", "bf16", "fp16")
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    mode: str = "genint"
+    model: str = "smallcnn"
+    num_classes: int = 10
+    # data: built-in biased digits "digits:<variant>[:rho]"
+    data: str = "digits:colored:0.9"
+    data_size: int = 10000          # training images drawn from the built-in split
+    data_seed: int = 0
+    augment: bool = True            # random crop (pad 4) + horizontal flip, seeded per step
+    # streams and objective L = CE(real) + lambda1 CE(int) + lambda2 CE(transferred)
+    batch_size: int = 64            # real images per step
+    gen_batch_size: int = 16        # generated images per step
+    lambda1: float = 0.05
+    lambda2: float = 0.0
+    forward: str = "concat"         # concat (shared BN statistics) | separate
+    mixup_alpha: float = 0.4
+    # generator and interventions
+    generator: str = "random:small32:0"
+    directions: str | None = None   # file; null = exact SVD directions computed at start
+    num_directions: int = 20
+    truncation: float = 1.0
+    top_k: int = 20
+    m: int = 5
+    scale: float = 1.0
+    intervention_mode: str = "add"
+    # producers
+    producer: str = "thread"        # thread (background, bounded queue) | inline (sequential)
+    queue_size: int = 4
+    # optimisation (SGD, step schedule: lr *= gamma every lr_step_epochs epochs)
+    steps: int = 1000
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_step_epochs: float = 30.0
+    lr_gamma: float = 0.1
+    amp: str = "none"               # none | bf16 | fp16 (CUDA only)
+    channels_last: bool = False     # CUDA only
+    # run
+    device: str = "cpu"
+    seed: int = 0
+    threads: int | None = None      # torch intra-op threads (fixed count: bitwise resume on CPU)
+    out: str = "runs/demo"
+    checkpoint_every: int = 200
+    log_every: int = 20
+    progress: bool = True
+    eval_size: int = 2000           # images per test split in the end-of-run summary
+    extra: dict = field(default_factory=dict)   # free-form notes, kept in the checkpoint
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TrainConfig":
+        def bad(key, msg):
+            raise ValueError(f"invalid config: {key} {msg}")
+
+        types = {f.name: f.type for f in dataclasses.fields(self)}
+        for name in types:
+            v = getattr(self, name)
+            t = types[name]
+            if t == "int" and (not isinstance(v, int) or isinstance(v, bool)):
+                bad(name, f"must be an integer, got {v!r}")
+            if t == "float":
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    bad(name, f"must be a number, got {v!r}")
+                setattr(self, name, float(v))
+            if t == "bool" and not isinstance(v, bool):
+                bad(name, f"must be true or false, got {v!r}")
+            if t == "str" and not isinstance(v, str):
+                bad(name, f"must be a string, got {v!r}")
+        if self.mode not in MODES:
+            bad("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode not in IMPLEMENTED_MODES:
+            bad("mode", f"{self.mode!r} is not implemented yet; use one of "
+                        f"{', '.join(IMPLEMENTED_MODES)}")
+        if self.model not in MODELS:
+            bad("model", f"must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.forward not in ("concat", "separate"):
+            bad("forward", f'must be "concat" or "separate", got {self.forward!r}')
+        if self.producer not in ("thread", "inline"):
+            bad("producer", f'must be "thread" or "inline", got {self.producer!r}')
+        if self.amp not in _AMP:
+            bad("amp", f"must be one of {', '.join(_AMP)}, got {self.amp!r}")
+        if self.intervention_mode not in ("add", "set"):
+            bad("intervention_mode", f'must be "add" or "set", got {self.intervention_mode!r}')
+        for key in ("num_classes", "batch_size", "steps", "checkpoint_every", "log_every",
+                    "queue_size", "data_size", "num_directions", "top_k", "m", "eval_size"):
+            if getattr(self, key) < 1:
+                bad(key, f"must be >= 1, got {getattr(self, key)}")
+        if self.num_classes < 2:
+            bad("num_classes", f"must be >= 2, got {self.num_classes}")
+        if self.gen_batch_size < 0:
+            bad("gen_batch_size", f"must be >= 0, got {self.gen_batch_size}")
+        if self.mode in ("gan-aug", "genint") and self.gen_batch_size < 1:
+            bad("gen_batch_size", f"must be >= 1 in mode {self.mode}")
+        for key in ("lambda1", "lambda2", "weight_decay", "momentum", "scale"):
+            if getattr(self, key) < 0:
+                bad(key, f"must be >= 0, got {getattr(self, key)}")
+        if self.lr <= 0:
+            bad("lr", f"must be > 0, got {self.lr}")
+        if not 0 < self.truncation <= 1:
+            bad("truncation", f"must be in (0, 1], got {self.truncation}")
+        if self.mixup_alpha <= 0:
+            bad("mixup_alpha", f"must be > 0, got {self.mixup_alpha}")
+        if self.lr_step_epochs <= 0 or not 0 < self.lr_gamma <= 1:
+            bad("lr_step_epochs/lr_gamma", "need lr_step_epochs > 0 and 0 < lr_gamma <= 1")
+        if self.m > self.top_k or self.top_k > self.num_directions:
+            bad("m/top_k", f"need m <= top_k <= num_directions, got m={self.m}, "
+                           f"top_k={self.top_k}, num_directions={self.num_directions}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            bad("threads", f"must be null or an integer >= 1, got {self.threads!r}")
+        if self.directions is not None and not isinstance(self.directions, str):
+            bad("directions", f"must be null or a file path, got {self.directions!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            bad("device", f'must be "cpu" or "cuda[:N]", got {self.device!r}')
+        parse_data_spec(self.data)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def parse_data_spec(spec: str):
+    """"digits:<variant>[:rho]" -> (variant, rho)."""
+    from ..data.digits import VARIANTS
+
+    parts = str(spec).split(":")
+    if parts[0] != "digits" or len(parts) not in (2, 3) or parts[1] not in VARIANTS:
+        raise ValueError(f"invalid config: data must be digits:<{'|'.join(VARIANTS)}>[:RHO], "
+                         f"got {spec!r}")
+    try:
+        rho = float(parts[2]) if len(parts) == 3 else 0.9
+    except ValueError:
+        raise ValueError(f"invalid config: data has a bad rho in {spec!r}") from None
+    if not 0 <= rho <= 1:
+        raise ValueError(f"invalid config: data rho must be in [0, 1], got {rho}")
+    return parts[1], rho
+
+
+def _apply(raw: dict, where: str) -> dict:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ValueError(f"invalid config: unknown key(s) {', '.join(unknown)} in {where}")
+    return raw
+
+
+def load_config(path=None, overrides=()) -> TrainConfig:
+    """Read a YAML recipe (or the defaults when path is None), apply `key=value` overrides,
+    validate, and return the config."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"no config file at {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ValueError(f"invalid config: {p} is not valid YAML ({exc})") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"invalid config: {p} must hold a mapping of keys to values")
+        raw.update(_apply(loaded, str(p)))
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"invalid config: override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value) if value != "" else None
+        except yaml.YAMLError:
+            parsed = value
+        raw.update(_apply({key.strip(): parsed}, "the command line"))
+    try:
+        cfg = TrainConfig(**raw)
+    except TypeError as exc:  # pragma: no cover - unknown keys are caught above
+        raise ValueError(f"invalid config: {exc}") from None
+    return cfg.validate()

@@ -1,0 +1,314 @@
+"""The GenInt trainer: real + generated streams, objective (1), overlapped producers, SGD with
+a step schedule, atomic checkpoints and exact resume.
+
+Determinism: the model is initialised from `seed`; the real batch of step t (epoch permutation,
+crop offsets, flips), the mixup draw of step t and the generated batch of step t are pure
+functions of (seed, t) through `step_seed`, so a resumed run only needs the step, the model,
+optimiser, scheduler and scaler states (all in the checkpoint, with the global RNG states).
+On CPU with a fixed thread count a resumed run is bitwise equal to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import FORMAT, load_checkpoint, rng_states, save_atomic, set_rng_states
+from .config import TrainConfig, parse_data_spec
+from .models import build_model
+from .objective import Stream, stream_losses
+from .producer import Producer, step_seed
+
+__all__ = ["Trainer", "RealData", "evaluate", "load_digits_split"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+# Config keys that may change between a run and its resume (everything else must match).
+_RESUMABLE_CHANGES = {"steps", "out", "progress", "log_every", "checkpoint_every", "producer",
+                      "queue_size", "extra", "eval_size"}
+
+
+def _gen(seed: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def load_digits_split(cfg: TrainConfig, split: str, n: int | None = None):
+    from ..data.digits import make_biased_digits
+
+    variant, rho = parse_data_spec(cfg.data)
+    ds = make_biased_digits(variant, split, rho, seed=cfg.data_seed, n=n)
+    return ds.images, ds.labels
+
+
+class RealData:
+    """Real images (uint8 N,3,H,W) kept on the device; batch(step) is a pure function of
+    (seed, step). With rank/world > 1 each rank takes every world-th index of the epoch's
+    permutation (disjoint shards)."""
+
+    def __init__(self, images, labels, *, batch_size, seed, device, augment=True, rank=0,
+                 world=1):
+        self.images = images.to(device)
+        self.labels = labels.to(device)
+        self.n = self.images.shape[0]
+        self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
+        self.augment, self.rank, self.world = augment, rank, world
+        self.per_epoch = (self.n // world) // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(f"batch_size {batch_size} x {world} rank(s) is larger than the "
+                             f"{self.n} training images")
+        self._perm_epoch, self._perm = None, None
+
+    def epoch_of(self, step: int) -> int:
+        return step // self.per_epoch
+
+    def batch(self, step: int):
+        epoch, i = divmod(step, self.per_epoch)
+        if self._perm_epoch != epoch:
+            perm = torch.randperm(self.n, generator=_gen(step_seed(self.seed, epoch, "perm"),
+                                                           "cpu"))
+            self._perm = perm[self.rank::self.world].to(self.device)
+            self._perm_epoch = epoch
+        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        x = self.images[idx].float().div_(255)
+        if self.augment:
+            x = random_crop_flip(x, _gen(step_seed(self.seed, step, "aug"), "cpu"))
+        return x, self.labels[idx]
+
+
+def random_crop_flip(x, g: torch.Generator, pad=4):
+    """Per-image random crop of the zero-padded image (pad 4) and horizontal flip (p = 0.5)."""
+    b, _, h, w = x.shape
+    offs = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).tolist()
+    flips = (torch.rand(b, generator=g) < 0.5).tolist()
+    xp = F.pad(x, (pad, pad, pad, pad))
+    out = torch.stack([xp[j, :, oy:oy + h, ox:ox + w] for j, (oy, ox) in enumerate(offs)])
+    flip_idx = [j for j, f in enumerate(flips) if f]
+    if flip_idx:
+        out[flip_idx] = out[flip_idx].flip(-1)
+    return out
+
+
+def normalise(x):
+    return (x - 0.5) / 0.5
+
+
+@torch.no_grad()
+def evaluate(model, images, labels, *, batch_size=256, device="cpu"):
+    """(top-1, top-5) accuracy in [0, 1] of `model` on uint8 images."""
+    model.eval()
+    c1 = c5 = 0
+    k = 5
+    for i in range(0, images.shape[0], batch_size):
+        x = normalise(images[i:i + batch_size].to(device).float().div_(255))
+        y = labels[i:i + batch_size].to(device)
+        logits = model(x).float()
+        top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+        c1 += (top[:, 0] == y).sum().item()
+        c5 += (top == y[:, None]).any(dim=1).sum().item()
+    n = images.shape[0]
+    return c1 / n, c5 / n
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, rank=0, world=1, data=None, log=print):
+        self.cfg, self.rank, self.world, self.log = cfg, rank, world, log
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device is cuda but no CUDA GPU is visible; set device=cpu")
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        self.out = Path(cfg.out)
+        images, labels = data if data is not None else load_digits_split(
+            cfg, "train", cfg.data_size)
+        if int(labels.max()) >= cfg.num_classes:
+            raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is "
+                             f"{cfg.num_classes}")
+        self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
+                             device=self.device, augment=cfg.augment, rank=rank, world=world)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, cfg.num_classes).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        step_size = max(1, int(round(cfg.lr_step_epochs * self.data.per_epoch)))
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size,
+                                                         gamma=cfg.lr_gamma)
+        amp_on = self.device.type == "cuda" and cfg.amp != "none"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        self.amp_on = amp_on
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_on and cfg.amp == "fp16")
+        self.step = 0
+        self.sampler = self._build_sampler()
+        self.producer = None
+
+    # ------------------------------------------------------------------ generated stream
+    def _build_sampler(self):
+        cfg = self.cfg
+        if cfg.mode not in ("genint", "gan-aug"):
+            return None
+        from ..generators import load_generator
+        from ..intervene import InterventionSampler, ObservationalSampler
+
+        gen = load_generator(cfg.generator, device=self.device)
+        if gen.num_classes != cfg.num_classes:
+            raise ValueError(f"generator {cfg.generator!r} has {gen.num_classes} classes but "
+                             f"num_classes is {cfg.num_classes}")
+        seed = step_seed(cfg.seed, self.rank, "producer")
+        if cfg.mode == "gan-aug":
+            return ObservationalSampler(gen, truncation=cfg.truncation,
+                                        batch_size=cfg.gen_batch_size, seed=seed)
+        from ..directions import discover, load_directions
+
+        if cfg.directions:
+            d = load_directions(cfg.directions, gen)
+        else:
+            d = discover(gen, cfg.num_directions, method="svd", truncation=cfg.truncation)
+        return InterventionSampler(gen, d, truncation=cfg.truncation, top_k=cfg.top_k, m=cfg.m,
+                                   scale=cfg.scale, mode=cfg.intervention_mode,
+                                   batch_size=cfg.gen_batch_size, seed=seed)
+
+    def make_generated(self, step: int):
+        """The generated batch of `step` (images in [0, 1] at the real resolution, labels)."""
+        s = self.sampler
+        s.rng.manual_seed(step_seed(self.cfg.seed, step, f"gen{self.rank}"))
+        images, labels, _ = s.sample()
+        images = ((images.float() + 1) / 2).clamp_(0, 1)
+        h, w = self.data.images.shape[-2:]
+        if images.shape[-2:] != (h, w):
+            images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False,
+                                   antialias=True)
+        return images, labels
+
+    # ------------------------------------------------------------------ one step
+    def streams_for(self, step: int, generated=None):
+        cfg = self.cfg
+        x, y = self.data.batch(step)
+        if cfg.mode == "mixup":
+            rng = np.random.default_rng(step_seed(cfg.seed, step, "mixup"))
+            lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
+            perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
+            x = lam * x + (1 - lam) * x[perm]
+            return [Stream("real", normalise(x), y, 1.0, labels2=y[perm], lam=lam)]
+        streams = [Stream("real", normalise(x), y, 1.0)]
+        if generated is not None:
+            gx, gy = generated
+            name = "intervened" if cfg.mode == "genint" else "generated"
+            streams.append(Stream(name, normalise(gx), gy, cfg.lambda1))
+        return streams
+
+    def train_step(self, streams):
+        self.model.train()
+        if self.cfg.channels_last and self.device.type == "cuda":
+            streams = [Stream(s.name, s.images.contiguous(memory_format=torch.channels_last),
+                              s.labels, s.weight, s.labels2, s.lam) for s in streams]
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                            enabled=self.amp_on):
+            total, per = stream_losses(self.model, streams, concat=self.cfg.forward == "concat")
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return float(total.detach()), {k: float(v.detach()) for k, v in per.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    def state_dict(self) -> dict:
+        return {"format": FORMAT, "step": self.step, "config": self.cfg.to_dict(),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": rng_states(), "rank_world": (self.rank, self.world)}
+
+    def save(self):
+        if self.rank == 0:
+            save_atomic(self.state_dict(), self.checkpoint_path)
+
+    def resume(self, path=None) -> bool:
+        """Load the latest checkpoint (default: out/checkpoint.pt). False if there is none."""
+        path = Path(path) if path is not None else self.checkpoint_path
+        if not path.is_file():
+            return False
+        st = load_checkpoint(path)
+        mine, theirs = self.cfg.to_dict(), st["config"]
+        diff = sorted(k for k in mine if k not in _RESUMABLE_CHANGES and mine[k] != theirs.get(k))
+        if diff:
+            raise ValueError(f"cannot resume from {path}: config differs in {', '.join(diff)}")
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        set_rng_states(st["rng"])
+        self.step = int(st["step"])
+        return True
+
+    # ------------------------------------------------------------------ loop
+    def fit(self, on_step=None) -> dict:
+        """Train from self.step to cfg.steps. on_step(trainer, metrics) runs after each step.
+        Returns the last metrics row."""
+        cfg = self.cfg
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        metrics_file = open(self.out / "metrics.jsonl", "a") if self.rank == 0 else None
+        if self.sampler is not None and cfg.gen_batch_size > 0:
+            self.producer = Producer(self.make_generated, self.step,
+                                     threaded=cfg.producer == "thread",
+                                     queue_size=cfg.queue_size, device=self.device)
+        bar = None
+        if cfg.progress and self.rank == 0:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        row, win_wait, win_time, win_images, win_steps = {}, 0.0, 0.0, 0, 0
+        try:
+            while self.step < cfg.steps:
+                t0 = time.perf_counter()
+                generated, wait = (None, 0.0)
+                if self.producer is not None:
+                    generated, wait = self.producer.get()
+                streams = self.streams_for(self.step, generated)
+                total, per = self.train_step(streams)
+                if not math.isfinite(total):
+                    raise RuntimeError(f"the loss became {total} at step {self.step}; lower lr")
+                self.step += 1
+                dt = time.perf_counter() - t0
+                win_wait += wait
+                win_time += dt
+                win_images += sum(s.images.shape[0] for s in streams)
+                win_steps += 1
+                row = {"step": self.step, "epoch": self.data.epoch_of(self.step - 1),
+                       "loss": total, **{f"loss_{k}": v for k, v in per.items()},
+                       "lr": self.optimizer.param_groups[0]["lr"], "wait_s": wait}
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in per.items()} |
+                                    {"img/s": f"{win_images / max(win_time, 1e-9):.0f}",
+                                     "wait": f"{win_wait / max(win_time, 1e-9):.0%}"})
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    row.update({"images_per_s": win_images / max(win_time, 1e-9),
+                                "wait_fraction": win_wait / max(win_time, 1e-9),
+                                "mean_wait_s": win_wait / win_steps})
+                    if metrics_file is not None:
+                        metrics_file.write(json.dumps(row) + "\n")
+                        metrics_file.flush()
+                    win_wait = win_time = 0.0
+                    win_images = win_steps = 0
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save()
+                if on_step is not None:
+                    on_step(self, row)
+        finally:
+            if self.producer is not None:
+                self.producer.close()
+                self.producer = None
+            if bar is not None:
+                bar.close()
+            if metrics_file is not None:
+                metrics_file.close()
+        return row
