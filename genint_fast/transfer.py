@@ -226,7 +226,9 @@ class StyleTransfer:
     def load_state_dict(self, state) -> None:
         self.rng.set_state(state["rng"])
 
-    def _check(self, content, style):
+    def prepare(self, content, style):
+        """Check a pair batch and return (content, style) on the device in the working dtype,
+        style resized to the content size (resize="style"); raises ValueError on bad input."""
         for name, t in (("content", content), ("style", style)):
             if not isinstance(t, torch.Tensor) or t.dim() != 4 or t.shape[1] != 3:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
@@ -273,7 +275,7 @@ class StyleTransfer:
 
     def run(self, content, style, steps=None, final_eval=False) -> TransferResult:
         """Transfer B pairs; steps None draws the batch's number from the range."""
-        content, style = self._check(content, style)
+        content, style = self.prepare(content, style)
         n_steps = self.draw_steps() if steps is None else int(steps)
         if n_steps < 0:
             raise ValueError(f"steps must be >= 0, got {n_steps}")

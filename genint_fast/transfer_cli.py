@@ -141,7 +141,7 @@ def main(args) -> int:
     tr = StyleTransfer(net, kernel=args.kernel, optimizer=args.optimizer, lr=args.lr,
                        steps=steps, style_weight=args.style_weight,
                        content_weight=args.content_weight, seed=args.seed)
-    content, style = tr._check(content, style)  # resized style, on the device
+    content, style = tr.prepare(content, style)  # resized style, on the device
     res = tr.run(content, style, final_eval=True)
     s0, s1 = res.style[0].mean().item(), res.style[-1].mean().item()
     print(f"transfer: {args.count} pairs, {res.steps} {args.optimizer} steps, style loss "
