@@ -35,14 +35,16 @@ def test_demo_config_loads_with_overrides():
                                                         "directions=null", "forward=separate"])
     assert (cfg.mode, cfg.steps, cfg.lambda1, cfg.forward) == ("genint", 7, 0.5, "separate")
     assert cfg.directions is None and isinstance(cfg.lr, float)
-    for name in ("imagenet_resnet18_genint.yaml",):
+    for name in ("imagenet_resnet18_genint.yaml", "demo_transfer.yaml"):
         load_config(ROOT / "configs" / name)
 
 
 @pytest.mark.parametrize("override, words", [
     ("lambda1=-1", "lambda1 must be >= 0"),
     ("mode=magic", "mode must be one of"),
-    ("mode=genint-transfer", "not implemented yet"),
+    ("mode=stylized", "lambda2 must be > 0 in mode stylized"),
+    ("transfer_steps=[3,1]", "transfer_steps must be [lo, hi]"),
+    ("transfer_features=vgg16", "transfer_features must be"),
     ("model=vgg", "model must be one of"),
     ("steps=ten", "steps must be an integer"),
     ("batch_size=0", "batch_size must be >= 1"),
@@ -84,8 +86,7 @@ def test_logged_loss_equals_hand_computed(tmp_path, forward):
     cfg = tiny(tmp_path, "steps=1", "lambda1=0.3", f"forward={forward}", "augment=false")
     tr = Trainer(cfg)
     model0 = copy.deepcopy(tr.model).train()
-    gx, gy = tr.make_generated(0)
-    streams = tr.streams_for(0, (gx, gy))
+    streams = tr.streams_for(0, tr.make_generated(0))
     tr.fit()
     row = json.loads((Path(cfg.out) / "metrics.jsonl").read_text().splitlines()[-1])
     xr, yr = streams[0].images, streams[0].labels
@@ -275,14 +276,36 @@ def test_resume_refuses_a_different_config(tmp_path):
 
 
 # ---------------------------------------------------------------------------- modes and CLI
-@pytest.mark.parametrize("mode", ["erm", "mixup", "gan-aug"])
+@pytest.mark.parametrize("mode", ["erm", "mixup", "autoaugment", "gan-aug", "stylized",
+                                  "genint-transfer"])
 def test_modes_run_and_log_their_streams(tmp_path, mode):
-    cfg = tiny(tmp_path, "steps=2", f"mode={mode}", "producer=inline")
+    cfg = tiny(tmp_path, "steps=2", f"mode={mode}", "producer=inline", "lambda2=0.5",
+               "transfer_batch_size=4", "transfer_steps=[2,3]", "transfer_optimizer=adam")
     row = Trainer(cfg).fit()
-    want = {"erm": {"loss_real"}, "mixup": {"loss_real"},
-            "gan-aug": {"loss_real", "loss_generated"}}[mode]
+    want = {"erm": {"loss_real"}, "mixup": {"loss_real"}, "autoaugment": {"loss_real"},
+            "gan-aug": {"loss_real", "loss_generated"},
+            "stylized": {"loss_real", "loss_transferred"},
+            "genint-transfer": {"loss_real", "loss_intervened", "loss_transferred"}}[mode]
     assert {k for k in row if k.startswith("loss_")} == want
     assert row["step"] == 2 and row["wait_fraction"] >= 0
+    weights = {"loss_real": 1.0, "loss_intervened": 0.05, "loss_generated": 0.05,
+               "loss_transferred": 0.5}           # L = CE + lambda1 CE_int + lambda2 CE_itr
+    assert row["loss"] == pytest.approx(sum(weights[k] * row[k] for k in want), rel=1e-5)
+
+
+def test_transferred_stream_is_deterministic_and_restyled(tmp_path):
+    cfg = tiny(tmp_path, "mode=genint-transfer", "lambda2=1", "transfer_batch_size=3",
+               "transfer_steps=[3,3]", "transfer_optimizer=adam")
+    tr = Trainer(cfg)
+    a, b, c = tr.make_generated(5), tr.make_generated(5), tr.make_generated(6)
+    assert set(a) == {"intervened", "transferred"}
+    for name in a:
+        assert torch.equal(a[name][0], b[name][0]) and torch.equal(a[name][1], b[name][1])
+    assert not torch.equal(a["transferred"][0], c["transferred"][0])
+    content, labels = tr.data.random_images(5, 3, "content")
+    x, y = a["transferred"]
+    assert torch.equal(y, labels) and x.shape == content.shape
+    assert (x - content).abs().max() > 1e-3 and 0 <= float(x.min()) <= float(x.max()) <= 1
 
 
 def test_cli_train_then_eval(tmp_path, capsys):

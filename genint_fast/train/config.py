@@ -13,7 +13,7 @@ __all__ = ["TrainConfig", "load_config", "MODES", "MODELS", "IMPLEMENTED_MODES"]
 
 MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer")
 # Modes this trainer runs today; the others are refused with a clear message.
-IMPLEMENTED_MODES = ("erm", "mixup", "gan-aug", "genint")
+IMPLEMENTED_MODES = MODES
 MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
 _AMP = ("none", "bf16", "fp16")
 
@@ -36,6 +36,13 @@ class TrainConfig:
     lambda2: float = 0.0
     forward: str = "concat"         # concat (shared BN statistics) | separate
     mixup_alpha: float = 0.4
+    autoaugment_policy: str = "cifar10"   # torchvision AutoAugmentPolicy: imagenet|cifar10|svhn
+    # style transfer (modes stylized, genint-transfer; genint_fast.transfer)
+    transfer_batch_size: int = 8
+    transfer_features: str = "small:random"   # small:random[:SEED] | small (trained, cached) | vgg19
+    transfer_steps: list = field(default_factory=lambda: [20, 70])
+    transfer_optimizer: str = "lbfgs"           # lbfgs | adam
+    transfer_kernel: str = "poly2"
     # generator and interventions
     generator: str = "random:small32:0"
     directions: str | None = None   # file; null = exact SVD directions computed at start
@@ -87,6 +94,8 @@ class TrainConfig:
                 bad(name, f"must be true or false, got {v!r}")
             if t == "str" and not isinstance(v, str):
                 bad(name, f"must be a string, got {v!r}")
+            if t == "list" and not isinstance(v, list):
+                bad(name, f"must be a list, got {v!r}")
         if self.mode not in MODES:
             bad("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode not in IMPLEMENTED_MODES:
@@ -110,7 +119,7 @@ class TrainConfig:
             bad("num_classes", f"must be >= 2, got {self.num_classes}")
         if self.gen_batch_size < 0:
             bad("gen_batch_size", f"must be >= 0, got {self.gen_batch_size}")
-        if self.mode in ("gan-aug", "genint") and self.gen_batch_size < 1:
+        if self.mode in ("gan-aug", "genint", "genint-transfer") and self.gen_batch_size < 1:
             bad("gen_batch_size", f"must be >= 1 in mode {self.mode}")
         for key in ("lambda1", "lambda2", "weight_decay", "momentum", "scale"):
             if getattr(self, key) < 0:
@@ -119,6 +128,30 @@ class TrainConfig:
             bad("lr", f"must be > 0, got {self.lr}")
         if not 0 < self.truncation <= 1:
             bad("truncation", f"must be in (0, 1], got {self.truncation}")
+        if self.mode in ("stylized", "genint-transfer"):
+            if self.transfer_batch_size < 1:
+                bad("transfer_batch_size", f"must be >= 1 in mode {self.mode}")
+            if self.lambda2 <= 0:
+                bad("lambda2", f"must be > 0 in mode {self.mode} (it weights the transferred "
+                               f"stream)")
+        ts = self.transfer_steps
+        if (len(ts) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in ts)
+                or not 1 <= ts[0] <= ts[1]):
+            bad("transfer_steps", f"must be [lo, hi] integers with 1 <= lo <= hi, got {ts!r}")
+        if self.transfer_optimizer not in ("lbfgs", "adam"):
+            bad("transfer_optimizer", f'must be "lbfgs" or "adam", got {self.transfer_optimizer!r}')
+        if self.transfer_kernel not in ("linear", "poly2", "gaussian", "bn"):
+            bad("transfer_kernel", f"must be linear, poly2, gaussian or bn, got "
+                                   f"{self.transfer_kernel!r}")
+        tf = self.transfer_features.split(":")
+        if not (self.transfer_features in ("small", "vgg19") or
+                (tf[0] == "small" and tf[1:2] == ["random"] and len(tf) <= 3 and
+                 (len(tf) == 2 or tf[2].isdigit()))):
+            bad("transfer_features", f"must be small:random[:SEED], small or vgg19, got "
+                                     f"{self.transfer_features!r}")
+        if self.autoaugment_policy not in ("imagenet", "cifar10", "svhn"):
+            bad("autoaugment_policy", f"must be imagenet, cifar10 or svhn, got "
+                                      f"{self.autoaugment_policy!r}")
         if self.mixup_alpha <= 0:
             bad("mixup_alpha", f"must be > 0, got {self.mixup_alpha}")
         if self.lr_step_epochs <= 0 or not 0 < self.lr_gamma <= 1:

@@ -25,6 +25,17 @@ def step_seed(seed: int, step: int, stream: str = "") -> int:
     return int.from_bytes(h, "little") & ((1 << 63) - 1)
 
 
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
 class Producer:
     def __init__(self, make, start_step: int, *, threaded=True, queue_size=4, device="cpu"):
         self.make = make
@@ -80,8 +91,8 @@ class Producer:
         if event is not None:
             cur = torch.cuda.current_stream(self.device)
             cur.wait_event(event)
-            for t in out:
-                if isinstance(t, torch.Tensor) and t.is_cuda:
+            for t in _tensors(out):
+                if t.is_cuda:
                     t.record_stream(cur)
         self.next_step += 1
         self.wait_total += wait

@@ -50,12 +50,16 @@ class RealData:
     permutation (disjoint shards)."""
 
     def __init__(self, images, labels, *, batch_size, seed, device, augment=True, rank=0,
-                 world=1):
+                 world=1, autoaugment=None):
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.n = self.images.shape[0]
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
         self.augment, self.rank, self.world = augment, rank, world
+        self.autoaugment = None
+        if autoaugment is not None:   # torchvision's policy, drawn per image
+            from torchvision.transforms import v2
+            self.autoaugment = v2.AutoAugment(v2.AutoAugmentPolicy(autoaugment))
         self.per_epoch = (self.n // world) // batch_size
         if self.per_epoch < 1:
             raise ValueError(f"batch_size {batch_size} x {world} rank(s) is larger than the "
@@ -73,10 +77,23 @@ class RealData:
             self._perm = perm[self.rank::self.world].to(self.device)
             self._perm_epoch = epoch
         idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
-        x = self.images[idx].float().div_(255)
+        raw = self.images[idx]
+        if self.autoaugment is not None:
+            # AutoAugment draws from the global torch RNG: fork it and seed it per step.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(step_seed(self.seed, step, "autoaugment"))
+                raw = torch.stack([self.autoaugment(img) for img in raw])
+        x = raw.float().div_(255)
         if self.augment:
             x = random_crop_flip(x, _gen(step_seed(self.seed, step, "aug"), "cpu"))
         return x, self.labels[idx]
+
+    def random_images(self, step: int, n: int, stream: str):
+        """n real images in [0, 1] drawn uniformly (with replacement, no augmentation) by a
+        pure function of (seed, step, stream): content and style images of the transfer."""
+        g = _gen(step_seed(self.seed, step, f"{stream}{self.rank}"), "cpu")
+        idx = torch.randint(self.n, (n,), generator=g).to(self.device)
+        return self.images[idx].float().div_(255), self.labels[idx]
 
 
 def random_crop_flip(x, g: torch.Generator, pad=4):
@@ -128,7 +145,9 @@ class Trainer:
             raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is "
                              f"{cfg.num_classes}")
         self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
-                             device=self.device, augment=cfg.augment, rank=rank, world=world)
+                             device=self.device, augment=cfg.augment, rank=rank, world=world,
+                             autoaugment=cfg.autoaugment_policy
+                             if cfg.mode == "autoaugment" else None)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.num_classes).to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
@@ -144,12 +163,13 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_on and cfg.amp == "fp16")
         self.step = 0
         self.sampler = self._build_sampler()
+        self.transfer = self._build_transfer()
         self.producer = None
 
     # ------------------------------------------------------------------ generated stream
     def _build_sampler(self):
         cfg = self.cfg
-        if cfg.mode not in ("genint", "gan-aug"):
+        if cfg.mode not in ("genint", "gan-aug", "genint-transfer"):
             return None
         from ..generators import load_generator
         from ..intervene import InterventionSampler, ObservationalSampler
@@ -172,17 +192,54 @@ class Trainer:
                                    scale=cfg.scale, mode=cfg.intervention_mode,
                                    batch_size=cfg.gen_batch_size, seed=seed)
 
-    def make_generated(self, step: int):
-        """The generated batch of `step` (images in [0, 1] at the real resolution, labels)."""
-        s = self.sampler
-        s.rng.manual_seed(step_seed(self.cfg.seed, step, f"gen{self.rank}"))
-        images, labels, _ = s.sample()
+    def _build_transfer(self):
+        cfg = self.cfg
+        if cfg.mode not in ("stylized", "genint-transfer"):
+            return None
+        from .. import features
+        from ..transfer import StyleTransfer
+
+        if cfg.transfer_features == "vgg19":
+            net = features.vgg19_features(device=self.device)
+        elif cfg.transfer_features == "small":
+            net = features.project_small_vgg(device=self.device, log=self.log)
+        else:
+            parts = cfg.transfer_features.split(":")
+            net = features.small_vgg(seed=int(parts[2]) if len(parts) == 3 else 0,
+                                     device=self.device)
+        return StyleTransfer(net, kernel=cfg.transfer_kernel, optimizer=cfg.transfer_optimizer,
+                             steps=tuple(cfg.transfer_steps), seed=cfg.seed)
+
+    def _to_real_range(self, images):
         images = ((images.float() + 1) / 2).clamp_(0, 1)
         h, w = self.data.images.shape[-2:]
         if images.shape[-2:] != (h, w):
             images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False,
                                    antialias=True)
-        return images, labels
+        return images
+
+    def make_generated(self, step: int) -> dict:
+        """The generated streams of `step`: {name: (images in [0, 1] at the real resolution,
+        labels)}; "intervened" (genint, genint-transfer), "generated" (gan-aug), "transferred"
+        (stylized: style from other real images; genint-transfer: from intervened images).
+        A pure function of (seed, step)."""
+        cfg, out = self.cfg, {}
+        s = self.sampler
+        if s is not None:
+            s.rng.manual_seed(step_seed(cfg.seed, step, f"gen{self.rank}"))
+            images, labels, _ = s.sample()
+            name = "generated" if cfg.mode == "gan-aug" else "intervened"
+            out[name] = (self._to_real_range(images), labels)
+        if self.transfer is not None:
+            b = cfg.transfer_batch_size
+            content, labels = self.data.random_images(step, b, "content")
+            if cfg.mode == "stylized":
+                style, _ = self.data.random_images(step, b, "style")
+            else:
+                style = self._to_real_range(s.sample(b)[0])
+            self.transfer.rng.manual_seed(step_seed(cfg.seed, step, f"transfer{self.rank}"))
+            out["transferred"] = (self.transfer(content, style).detach(), labels)
+        return out
 
     # ------------------------------------------------------------------ one step
     def streams_for(self, step: int, generated=None):
@@ -195,10 +252,10 @@ class Trainer:
             x = lam * x + (1 - lam) * x[perm]
             return [Stream("real", normalise(x), y, 1.0, labels2=y[perm], lam=lam)]
         streams = [Stream("real", normalise(x), y, 1.0)]
-        if generated is not None:
-            gx, gy = generated
-            name = "intervened" if cfg.mode == "genint" else "generated"
-            streams.append(Stream(name, normalise(gx), gy, cfg.lambda1))
+        weights = {"intervened": cfg.lambda1, "generated": cfg.lambda1,
+                   "transferred": cfg.lambda2}
+        for name, (gx, gy) in (generated or {}).items():
+            streams.append(Stream(name, normalise(gx), gy, weights[name]))
         return streams
 
     def train_step(self, streams):
@@ -257,7 +314,7 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
         metrics_file = open(self.out / "metrics.jsonl", "a") if self.rank == 0 else None
-        if self.sampler is not None and cfg.gen_batch_size > 0:
+        if self.sampler is not None or self.transfer is not None:
             self.producer = Producer(self.make_generated, self.step,
                                      threaded=cfg.producer == "thread",
                                      queue_size=cfg.queue_size, device=self.device)
