@@ -1,12 +1,12 @@
 """`genint-fast train | eval`: the GenInt trainer and top-1/top-5 evaluation.
 
     genint-fast train --config configs/demo.yaml [key=value ...] [--resume]
+    torchrun --nproc_per_node 2 -m genint_fast.cli train --config configs/demo.yaml
     genint-fast eval --checkpoint runs/demo/checkpoint.pt [--split test-ood]
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 SPLITS = ("train", "test-id", "test-ood")
@@ -35,31 +35,24 @@ def register(sub) -> None:
     p.set_defaults(func=eval_main)
 
 
-def _dist_env():
-    """(rank, world) from torchrun's environment; (0, 1) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
 def train_main(args) -> int:
-    from .train import Trainer, evaluate, load_config, load_digits_split
+    from .train import evaluate, load_config, load_digits_split, run_training
 
     cfg = load_config(args.config, args.overrides)   # every check before any work
-    rank, world = _dist_env()
-    if world > 1:
-        raise RuntimeError("multi-process (torchrun) training is not implemented yet")
-    trainer = Trainer(cfg, rank=rank, world=world)
-    if trainer.checkpoint_path.exists() and not args.resume:
-        raise ValueError(f"{trainer.checkpoint_path} exists; pass --resume to continue it or "
-                         f"choose another out=")
-    if args.resume and trainer.resume():
-        print(f"resumed from {trainer.checkpoint_path} at step {trainer.step}", file=sys.stderr)
-    row = trainer.fit()
-    summary = {"steps": trainer.step, "final": row}
-    for split in ("test-id", "test-ood"):
-        images, labels = load_digits_split(cfg, split, cfg.eval_size)
-        top1, top5 = evaluate(trainer.model, images, labels, device=trainer.device)
-        summary[split] = {"top1": top1, "top5": top5}
-    print(json.dumps(summary))
+    try:
+        trainer, row = run_training(cfg, resume=args.resume,
+                                    log=lambda msg: print(msg, file=sys.stderr))
+        if trainer.rank == 0:
+            summary = {"steps": trainer.step, "world_size": trainer.world, "final": row}
+            for split in ("test-id", "test-ood"):
+                images, labels = load_digits_split(cfg, split, cfg.eval_size)
+                top1, top5 = evaluate(trainer.model, images, labels, device=trainer.device)
+                summary[split] = {"top1": top1, "top5": top5}
+            print(json.dumps(summary))
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

@@ -323,3 +323,42 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert res["n"] == 50 and res["step"] == 3 and 0 <= res["top1"] <= res["top5"] <= 1
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------------------- torchrun DDP
+_DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from pathlib import Path
+    torch.set_num_threads(1)
+    from genint_fast.train import load_config, run_training
+    out, *over = sys.argv[1:]
+    cfg = load_config(None, over + [f"out={out}", "threads=1"])
+    tr, row = run_training(cfg)
+    torch.save({"params": tr.model.state_dict(), "row": row,
+                "first_batch": tr.data.batch(0)[1]}, Path(out) / f"rank{tr.rank}.pt")
+    import torch.distributed as dist
+    dist.destroy_process_group()
+""")
+
+
+def test_torchrun_gloo_two_ranks_end_identical(tmp_path):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "ddp_script.py"
+    script.write_text(_DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "0", "--rdzv_backend", "c10d", "--rdzv_endpoint", "127.0.0.1:0",
+           str(script), str(out), *TINY[1:], "steps=3", "mode=genint", "lambda1=0.2"]
+    res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=240)
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    r0, r1 = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
+    assert not torch.equal(r0["first_batch"], r1["first_batch"])      # sharded data
+    # parameters (not BN running statistics, which stay per rank) are identical
+    names = [k for k in r0["params"] if "running" not in k and "num_batches" not in k]
+    assert names and all(torch.equal(r0["params"][k], r1["params"][k]) for k in names)
+    assert r0["row"]["loss"] == pytest.approx(r1["row"]["loss"], rel=1e-6)  # all-reduced
+    assert (out / "checkpoint.pt").exists() and load_checkpoint(out / "checkpoint.pt")["step"] == 3
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]              # rank 0 only

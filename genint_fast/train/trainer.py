@@ -24,7 +24,8 @@ from .models import build_model
 from .objective import Stream, stream_losses
 from .producer import Producer, step_seed
 
-__all__ = ["Trainer", "RealData", "evaluate", "load_digits_split"]
+__all__ = ["Trainer", "RealData", "evaluate", "load_digits_split", "run_training",
+           "init_distributed"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # Config keys that may change between a run and its resume (everything else must match).
@@ -131,11 +132,16 @@ def evaluate(model, images, labels, *, batch_size=256, device="cpu"):
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, *, rank=0, world=1, data=None, log=print):
+    def __init__(self, cfg: TrainConfig, *, rank=0, world=1, local_rank=0, data=None, log=print):
         self.cfg, self.rank, self.world, self.log = cfg, rank, world, log
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device is cuda but no CUDA GPU is visible; set device=cpu")
+        if world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", local_rank)
+        if world > 1 and cfg.forward == "separate":
+            raise ValueError("forward=separate is not supported with more than one process "
+                             "(DDP needs one forward per backward); use forward=concat")
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out)
@@ -152,6 +158,11 @@ class Trainer:
         self.model = build_model(cfg.model, cfg.num_classes).to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.forward_model = self.model
+        if world > 1:   # gradients all-reduced by DDP; batch-norm statistics stay per rank
+            from torch.nn.parallel import DistributedDataParallel
+            self.forward_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         step_size = max(1, int(round(cfg.lr_step_epochs * self.data.per_epoch)))
@@ -266,12 +277,19 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_on):
-            total, per = stream_losses(self.model, streams, concat=self.cfg.forward == "concat")
+            total, per = stream_losses(self.forward_model, streams,
+                                       concat=self.cfg.forward == "concat")
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return float(total.detach()), {k: float(v.detach()) for k, v in per.items()}
+        values = torch.stack([total.detach().float()] + [v.detach().float() for v in per.values()])
+        if self.world > 1:   # metrics are the mean over ranks
+            import torch.distributed as dist
+            dist.all_reduce(values)
+            values /= self.world
+        values = values.tolist()
+        return values[0], dict(zip(per, values[1:]))
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -369,3 +387,34 @@ class Trainer:
             if metrics_file is not None:
                 metrics_file.close()
         return row
+
+
+def init_distributed(cfg: TrainConfig):
+    """(rank, world, local_rank) from torchrun's environment; initialises the process group
+    (gloo on CPU, nccl on CUDA) when WORLD_SIZE > 1."""
+    import os
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            cuda = cfg.device.startswith("cuda")
+            if cuda:
+                torch.cuda.set_device(local)
+            dist.init_process_group("nccl" if cuda else "gloo")
+    return rank, world, local
+
+
+def run_training(cfg: TrainConfig, *, resume=False, on_step=None, log=print):
+    """Set up (torchrun-aware), optionally resume, train; returns (trainer, last metrics)."""
+    rank, world, local = init_distributed(cfg)
+    trainer = Trainer(cfg, rank=rank, world=world, local_rank=local, log=log)
+    if trainer.checkpoint_path.exists() and not resume:
+        raise ValueError(f"{trainer.checkpoint_path} exists; pass --resume to continue it or "
+                         f"choose another out=")
+    if resume and trainer.resume() and rank == 0:
+        log(f"resumed from {trainer.checkpoint_path} at step {trainer.step}")
+    row = trainer.fit(on_step)
+    return trainer, row
