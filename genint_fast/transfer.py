@@ -61,11 +61,13 @@ class _PairLBFGS:
     """L-BFGS with per-pair state on x (B, D): history (S, Y, rho) per row, per-row H0 scale,
     per-row first step min(1, 1/|g|_1) * lr like torch.optim.LBFGS, fixed step lr after that,
     no line search. A pair whose curvature y.s <= 1e-10 skips that history update; a pair whose
-    direction is not a descent direction falls back to -H0 g."""
+    direction is not a descent direction falls back to -H0 g. With restart, a pair whose loss
+    rose since its previous evaluation drops its history and takes the scaled first step again
+    (all per pair: no pair's state or step depends on another's)."""
 
-    def __init__(self, x, lr, history):
+    def __init__(self, x, lr, history, restart=False):
         b, d = x.shape
-        self.lr, self.m = float(lr), int(history)
+        self.lr, self.m, self.restart = float(lr), int(history), bool(restart)
         self.S = x.new_zeros(self.m, b, d)
         self.Y = x.new_zeros(self.m, b, d)
         self.rho = x.new_zeros(self.m, b)
@@ -73,11 +75,27 @@ class _PairLBFGS:
         self.order = []          # ring slots, oldest first
         self.prev_x = self.prev_g = None
 
-    def direction(self, x, g):
+    def _first(self, g):
+        t = (1.0 / g.abs().sum(1).clamp_min(1e-30)).clamp(max=1.0) * self.lr
+        return -g * t[:, None]
+
+    def direction(self, x, g, f=None):
+        """The step for x (B, D) with gradient g; f (B,), the pair losses, enables restarts:
+        a pair whose loss rose since its last step drops its history and restarts with the
+        scaled gradient step (restart=True)."""
         if self.prev_g is None:
-            t = (1.0 / g.abs().sum(1).clamp_min(1e-30)).clamp(max=1.0) * self.lr
             self.prev_x, self.prev_g = x.clone(), g.clone()
-            return -g * t[:, None]
+            self.prev_f = None if f is None else f.clone()
+            return self._first(g)
+        restart = None
+        if self.restart and f is not None and self.prev_f is not None:
+            restart = f > self.prev_f
+            keep = (~restart).to(x.dtype)
+            self.S *= keep[None, :, None]
+            self.Y *= keep[None, :, None]
+            self.rho *= keep[None, :]
+            self.h = torch.where(restart, torch.ones_like(self.h), self.h)
+        self.prev_f = None if f is None else f.clone()
         s = x - self.prev_x
         y = g - self.prev_g
         ys = (y * s).sum(1)
@@ -105,9 +123,11 @@ class _PairLBFGS:
             beta = self.rho[i] * (self.Y[i] * r).sum(1)
             r = r + self.S[i] * (alphas[i] - beta)[:, None]
         descent = (r * g).sum(1) < 0
-        r = torch.where(descent[:, None], r, -g * self.h[:, None])
+        r = torch.where(descent[:, None], r, -g * self.h[:, None]) * self.lr
+        if restart is not None:
+            r = torch.where(restart[:, None], self._first(g), r)
         self.prev_x, self.prev_g = x.clone(), g.clone()
-        return r * self.lr
+        return r
 
 
 class StyleTransfer:
@@ -123,7 +143,8 @@ class StyleTransfer:
         style_weight, content_weight: 1e6 and 0.1 as in the reference.
         layer_weights: one float per style layer, or "reference" (reference_layer_weights).
         optimizer: "lbfgs" (reference, lr 1) or "adam" (lr 0.02); lr overrides; history: the
-            L-BFGS memory per pair.
+            L-BFGS memory per pair; restart: L-BFGS drops a pair's history and restarts from a
+            scaled gradient step when that pair's loss rose (off by default = the reference).
         steps: an int, or a range (lo, hi) from which each batch draws its number of steps
             (inclusive; reference (20, 70)).
         resize: "style" resizes style images to the content size (bilinear, antialiased);
@@ -134,7 +155,7 @@ class StyleTransfer:
     def __init__(self, features, *, style_layers=None, content_layers=None, kernel="poly2",
                  gamma=None, unbiased=False, style_weight=1e6, content_weight=0.1,
                  layer_weights="reference", optimizer="lbfgs", lr=None, history=10,
-                 steps=(20, 70), resize="style", seed=0, check_range=True):
+                 steps=(20, 70), resize="style", seed=0, check_range=True, restart=False):
         if not isinstance(features, torch.nn.Module):
             raise ValueError("features must be a torch.nn.Module returning a list of feature maps")
         if kernel not in KERNELS:
@@ -162,6 +183,7 @@ class StyleTransfer:
         if int(history) < 1:
             raise ValueError(f"history must be >= 1, got {history}")
         self.history = int(history)
+        self.restart = bool(restart)
         self.steps = self._steps(steps)
         self.resize = resize
         self.check_range = bool(check_range)
@@ -315,7 +337,7 @@ class StyleTransfer:
             x.requires_grad_(True)
             opt = torch.optim.Adam([x], lr=self.lr)
         else:
-            lbfgs = _PairLBFGS(x.view(b, -1), self.lr, self.history)
+            lbfgs = _PairLBFGS(x.view(b, -1), self.lr, self.history, self.restart)
         for _ in range(n_steps):
             with torch.enable_grad():
                 xg = x if x.requires_grad else x.detach().requires_grad_(True)
@@ -330,7 +352,7 @@ class StyleTransfer:
                     x.clamp_(0, 1)
                 else:
                     flat = x.view(b, -1)
-                    d = lbfgs.direction(flat, xg.grad.view(b, -1))
+                    d = lbfgs.direction(flat, xg.grad.view(b, -1), (s_l + c_l).detach())
                     x = (flat + d).clamp_(0, 1).view_as(content)
         if final_eval:
             with torch.no_grad():

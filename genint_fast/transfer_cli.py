@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--kernel", choices=["poly2", "linear", "gaussian", "bn"], default="poly2")
     p.add_argument("--optimizer", choices=["lbfgs", "adam"], default="lbfgs")
     p.add_argument("--lr", type=float, default=None, help="default 1 (lbfgs) / 0.02 (adam)")
+    p.add_argument("--restart", action="store_true",
+                   help="L-BFGS: restart a pair whose loss rose (not in the reference)")
     p.add_argument("--steps", default="20-70", help="N or LO-HI drawn per batch (default 20-70)")
     p.add_argument("--style-weight", type=float, default=1e6)
     p.add_argument("--content-weight", type=float, default=0.1)
@@ -140,7 +142,8 @@ def main(args) -> int:
         style = ((sampler.sample()[0].float() + 1) / 2).clamp(0, 1)
     tr = StyleTransfer(net, kernel=args.kernel, optimizer=args.optimizer, lr=args.lr,
                        steps=steps, style_weight=args.style_weight,
-                       content_weight=args.content_weight, seed=args.seed)
+                       content_weight=args.content_weight, seed=args.seed,
+                       restart=args.restart)
     content, style = tr.prepare(content, style)  # resized style, on the device
     res = tr.run(content, style, final_eval=True)
     s0, s1 = res.style[0].mean().item(), res.style[-1].mean().item()

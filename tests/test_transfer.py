@@ -54,13 +54,14 @@ def test_style_loss_halves_content_bounded(net, optimizer):
     assert res.images.min() >= 0 and res.images.max() <= 1
 
 
-@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
-def test_batch_equals_single_runs_float64(optimizer):
+@pytest.mark.parametrize("optimizer,restart", [("lbfgs", False), ("lbfgs", True),
+                                               ("adam", False)])
+def test_batch_equals_single_runs_float64(optimizer, restart):
     """B pairs at once == B single-pair runs with the same steps, in float64: |diff| <= 1e-9.
     (The only differences are float rounding in the batched convolutions.)"""
     net64 = small_vgg(seed=1).double()
     content, style = _pairs(4, size=16, seed=3, dtype=torch.float64)
-    tr = StyleTransfer(net64, optimizer=optimizer, steps=(8, 12), seed=5)
+    tr = StyleTransfer(net64, optimizer=optimizer, steps=(8, 12), seed=5, restart=restart)
     n = tr.draw_steps()
     batched = tr.run(content, style, steps=n).images
     singles = torch.cat([tr.run(content[i:i + 1], style[i:i + 1], steps=n).images
