@@ -168,7 +168,7 @@ _SCRIPT = textwrap.dedent("""
     def on_step(t, row):
         if action == "slow":
             (out / "alive").write_text(str(t.step))
-            time.sleep(0.3)
+            time.sleep(0.1)
     if action == "stall-save":
         import genint_fast.train.checkpoint as ck
         real_save, n = ck.torch.save, [0]
@@ -266,6 +266,15 @@ def test_save_atomic_replaces_and_corrupt_checkpoint_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+def test_checkpoint_at_epoch_end(tmp_path):
+    tr = Trainer(tiny(tmp_path, "steps=8", "checkpoint_every=100", "mode=erm"))
+    assert tr.data.per_epoch == 7                 # 120 images, batches of 16
+    seen = []
+    tr.fit(lambda t, row: seen.append(load_checkpoint(t.checkpoint_path)["step"])
+           if t.checkpoint_path.exists() else None)
+    assert seen == [7, 8]                          # epoch end, then the end of the run
+
+
 def test_resume_refuses_a_different_config(tmp_path):
     Trainer(tiny(tmp_path, "steps=2", "mode=erm")).fit()
     tr = Trainer(tiny(tmp_path, "steps=3", "mode=erm", "lr=0.2"))
@@ -323,6 +332,17 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert res["n"] == 50 and res["step"] == 3 and 0 <= res["top1"] <= res["top5"] <= 1
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
+    # the same 40 test images as an image folder give the same accuracy as the built-in split
+    from genint_fast.data import export_biased_digits
+    export_biased_digits(str(tmp_path / "folder"), splits=("test-id",), sizes={"test-id": 40})
+    assert cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--n", "40",
+                     "--split", "test-id"]) == 0
+    built_in = json.loads(capsys.readouterr().out.strip())
+    assert cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt"),
+                     "--folder", str(tmp_path / "folder" / "test-id")]) == 0
+    folder = json.loads(capsys.readouterr().out.strip())
+    assert folder["n"] == 40
+    assert (folder["top1"], folder["top5"]) == (built_in["top1"], built_in["top5"])
 
 
 # ---------------------------------------------------------------------------- torchrun DDP
