@@ -35,7 +35,8 @@ def test_demo_config_loads_with_overrides():
                                                         "directions=null", "forward=separate"])
     assert (cfg.mode, cfg.steps, cfg.lambda1, cfg.forward) == ("genint", 7, 0.5, "separate")
     assert cfg.directions is None and isinstance(cfg.lr, float)
-    for name in ("imagenet_resnet18_genint.yaml", "demo_transfer.yaml"):
+    for name in ("imagenet_resnet18_genint.yaml", "demo_transfer.yaml",
+                 "imagenet_resnet18_genint_transfer.yaml", "resnet152_finetune.yaml"):
         load_config(ROOT / "configs" / name)
 
 
@@ -141,6 +142,23 @@ def test_producer_thread_matches_inline_and_applies_back_pressure():
     for (a, sa), (b, sb) in zip(got, want):
         assert torch.equal(a, b) and int(sa) == int(sb)
     assert [int(s) for _, s in got] == list(range(5, 11))
+
+
+def test_producer_wait_time_is_measured():
+    def slow(step):
+        time.sleep(0.05)
+        return (torch.tensor([step]),)
+
+    p = Producer(slow, 0, threaded=True, queue_size=2)
+    waits = [p.get()[1] for _ in range(3)]
+    p.close()
+    assert min(waits) > 0.02 and p.wait_total == pytest.approx(sum(waits))
+    q = Producer(slow, 0, threaded=False)       # sequential: the whole generation is waited for
+    assert q.get()[1] >= 0.05
+    fast = Producer(lambda step: (torch.tensor([step]),), 0, threaded=True, queue_size=4)
+    time.sleep(0.2)                              # the queue fills ahead of the consumer
+    assert max(fast.get()[1] for _ in range(4)) < 0.02
+    fast.close()
 
 
 def test_producer_error_is_reported():
@@ -273,6 +291,23 @@ def test_checkpoint_at_epoch_end(tmp_path):
     tr.fit(lambda t, row: seen.append(load_checkpoint(t.checkpoint_path)["step"])
            if t.checkpoint_path.exists() else None)
     assert seen == [7, 8]                          # epoch end, then the end of the run
+
+
+def test_init_weights_fine_tune(tmp_path):
+    first = Trainer(tiny(tmp_path, "steps=2", "mode=erm"))
+    first.fit()
+    ck = str(first.checkpoint_path)
+    tr = Trainer(tiny(tmp_path / "b", "steps=2", "mode=erm", f"init_weights={ck}"))
+    for k, v in first.model.state_dict().items():
+        assert torch.equal(tr.model.state_dict()[k], v)
+    sd = tmp_path / "plain.pt"
+    torch.save(first.model.state_dict(), sd)
+    tr = Trainer(tiny(tmp_path / "c", "steps=2", "mode=erm", f"init_weights={sd}"))
+    assert torch.equal(tr.model.head.weight, first.model.head.weight)
+    with pytest.raises(ValueError, match="does not fit the model"):
+        Trainer(tiny(tmp_path / "d", "mode=erm", "model=resnet18", f"init_weights={sd}"))
+    with pytest.raises(ValueError, match="init_weights must be null or an existing file"):
+        tiny(tmp_path, f"init_weights={tmp_path / 'nope.pt'}")
 
 
 def test_resume_refuses_a_different_config(tmp_path):

@@ -24,6 +24,7 @@ class TrainConfig:
     mode: str = "genint"
     model: str = "smallcnn"
     num_classes: int = 10
+    init_weights: str | None = None  # fine-tuning: a state-dict file or a training checkpoint
     # data: built-in biased digits "digits:<variant>[:rho]"
     data: str = "digits:colored:0.9"
     data_size: int = 10000          # training images drawn from the built-in split
@@ -161,6 +162,9 @@ class TrainConfig:
                            f"top_k={self.top_k}, num_directions={self.num_directions}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             bad("threads", f"must be null or an integer >= 1, got {self.threads!r}")
+        if self.init_weights is not None and not (isinstance(self.init_weights, str) and
+                                                  Path(self.init_weights).is_file()):
+            bad("init_weights", f"must be null or an existing file, got {self.init_weights!r}")
         if self.directions is not None and not isinstance(self.directions, str):
             bad("directions", f"must be null or a file path, got {self.directions!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):

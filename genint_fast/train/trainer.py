@@ -131,6 +131,24 @@ def evaluate(model, images, labels, *, batch_size=256, device="cpu"):
     return c1 / n, c5 / n
 
 
+def load_weights(model, path):
+    """Initialise `model` from a state-dict file (e.g. torchvision's resnet152 weights) or a
+    genint-fast training checkpoint; every key must match (no silent partial loads)."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read init_weights {path} ({exc})") from None
+    if isinstance(state, dict) and state.get("format") == FORMAT:
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"init_weights {path} does not hold a state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(f"init_weights {path} does not fit the model ({first[1].strip() if len(first) > 1 else first[0]})") from None
+
+
 @torch.no_grad()
 def evaluate_folder(model, root, *, num_classes, size=32, batch_size=256, device="cpu",
                     num_threads=0):
@@ -184,7 +202,10 @@ class Trainer:
                              autoaugment=cfg.autoaugment_policy
                              if cfg.mode == "autoaugment" else None)
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, cfg.num_classes).to(self.device)
+        self.model = build_model(cfg.model, cfg.num_classes)
+        if cfg.init_weights:
+            load_weights(self.model, cfg.init_weights)
+        self.model = self.model.to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = self.model
