@@ -285,7 +285,9 @@ class StyleTransfer:
                 raise ValueError(f"transfer: images must be in [0, 1], got values in "
                                  f"[{min(bounds[:2]):.3g}, {max(bounds[2:]):.3g}] (generator "
                                  "output in [-1, 1] maps to [0, 1] as (x + 1) / 2)")
-        return content.clamp(0, 1), style.clamp(0, 1)
+        # Contiguous (N)CHW: the per-pair optimiser state is laid out as (B, D) rows.
+        return (content.clamp(0, 1).contiguous(memory_format=torch.contiguous_format),
+                style.clamp(0, 1).contiguous(memory_format=torch.contiguous_format))
 
     def _select(self, maps, idx):
         maps = list(maps)

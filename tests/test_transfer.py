@@ -104,6 +104,10 @@ def test_sizes_resized_or_rejected(net):
         StyleTransfer(net, steps=2, resize="error")(content, style)
     with pytest.raises(ValueError, match="3 style images for 2 content images"):
         StyleTransfer(net, steps=2)(content, torch.rand(3, 3, 16, 16))
+    # channels_last inputs work (the optimiser state is laid out per pair).
+    cl = content.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(StyleTransfer(net, steps=2)(cl, cl), StyleTransfer(
+        net, steps=2)(content, content))
     # One style image for the whole batch is allowed.
     assert StyleTransfer(net, steps=1)(content, style[:1]).shape == content.shape
 
