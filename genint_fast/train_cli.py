@@ -48,7 +48,8 @@ def train_main(args) -> int:
                                     log=lambda msg: print(msg, file=sys.stderr))
         if trainer.rank == 0:
             summary = {"steps": trainer.step, "world_size": trainer.world, "final": row}
-            for split in ("test-id", "test-ood"):
+            splits = () if cfg.data.startswith("folder:") else ("test-id", "test-ood")
+            for split in splits:
                 images, labels = load_digits_split(cfg, split, cfg.eval_size)
                 top1, top5 = evaluate(trainer.model, images, labels, device=trainer.device)
                 summary[split] = {"top1": top1, "top5": top5}

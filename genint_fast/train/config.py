@@ -25,11 +25,13 @@ class TrainConfig:
     model: str = "smallcnn"
     num_classes: int = 10
     init_weights: str | None = None  # fine-tuning: a state-dict file or a training checkpoint
-    # data: built-in biased digits "digits:<variant>[:rho]"
+    # data: built-in biased digits "digits:<variant>[:rho]" or "folder:<DIR>" (DIR/<class>/<img>)
     data: str = "digits:colored:0.9"
     data_size: int = 10000          # training images drawn from the built-in split
     data_seed: int = 0
-    augment: bool = True            # random crop (pad 4) + horizontal flip, seeded per step
+    augment: bool = True            # digits: random crop (pad 4) + flip; folder: random resized
+                                    # crop + flip (SPEC 6); seeded per step
+    image_size: int = 224           # folder data: training resolution
     # streams and objective L = CE(real) + lambda1 CE(int) + lambda2 CE(transferred)
     batch_size: int = 64            # real images per step
     gen_batch_size: int = 16        # generated images per step
@@ -113,7 +115,8 @@ class TrainConfig:
         if self.intervention_mode not in ("add", "set"):
             bad("intervention_mode", f'must be "add" or "set", got {self.intervention_mode!r}')
         for key in ("num_classes", "batch_size", "steps", "checkpoint_every", "log_every",
-                    "queue_size", "data_size", "num_directions", "top_k", "m", "eval_size"):
+                    "queue_size", "data_size", "num_directions", "top_k", "m", "eval_size",
+                    "image_size"):
             if getattr(self, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.num_classes < 2:
@@ -177,13 +180,18 @@ class TrainConfig:
 
 
 def parse_data_spec(spec: str):
-    """"digits:<variant>[:rho]" -> (variant, rho)."""
+    """"digits:<variant>[:rho]" -> (variant, rho); "folder:<DIR>" -> ("folder", DIR)."""
     from ..data.digits import VARIANTS
 
+    if str(spec).startswith("folder:"):
+        root = str(spec)[len("folder:"):]
+        if not Path(root).is_dir():
+            raise ValueError(f"invalid config: data folder {root!r} does not exist")
+        return "folder", root
     parts = str(spec).split(":")
     if parts[0] != "digits" or len(parts) not in (2, 3) or parts[1] not in VARIANTS:
-        raise ValueError(f"invalid config: data must be digits:<{'|'.join(VARIANTS)}>[:RHO], "
-                         f"got {spec!r}")
+        raise ValueError(f"invalid config: data must be digits:<{'|'.join(VARIANTS)}>[:RHO] "
+                         f"or folder:<DIR>, got {spec!r}")
     try:
         rho = float(parts[2]) if len(parts) == 3 else 0.9
     except ValueError:

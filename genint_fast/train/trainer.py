@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,9 @@ __all__ = ["Trainer", "RealData", "evaluate", "evaluate_folder", "load_digits_sp
            "init_distributed"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+# torchvision's random transforms draw from the global torch RNG: every per-step re-seeding of
+# it (fork_rng + manual_seed) holds this lock, so producer threads cannot interleave.
+_GLOBAL_RNG_LOCK = threading.Lock()
 # Config keys that may change between a run and its resume (everything else must match).
 _RESUMABLE_CHANGES = {"steps", "out", "progress", "log_every", "checkpoint_every", "producer",
                       "queue_size", "extra", "eval_size"}
@@ -41,6 +45,8 @@ def load_digits_split(cfg: TrainConfig, split: str, n: int | None = None):
     from ..data.digits import make_biased_digits
 
     variant, rho = parse_data_spec(cfg.data)
+    if variant == "folder":
+        raise ValueError("the run trained on an image folder; evaluate with --folder DIR")
     ds = make_biased_digits(variant, split, rho, seed=cfg.data_seed, n=n)
     return ds.images, ds.labels
 
@@ -50,6 +56,8 @@ class RealData:
     (seed, step). With rank/world > 1 each rank takes every world-th index of the epoch's
     permutation (disjoint shards)."""
 
+    prefetch = False
+
     def __init__(self, images, labels, *, batch_size, seed, device, augment=True, rank=0,
                  world=1, autoaugment=None):
         self.images = images.to(device)
@@ -57,6 +65,7 @@ class RealData:
         self.n = self.images.shape[0]
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
         self.augment, self.rank, self.world = augment, rank, world
+        self.size = tuple(self.images.shape[-2:])
         self.autoaugment = None
         if autoaugment is not None:   # torchvision's policy, drawn per image
             from torchvision.transforms import v2
@@ -81,7 +90,7 @@ class RealData:
         raw = self.images[idx]
         if self.autoaugment is not None:
             # AutoAugment draws from the global torch RNG: fork it and seed it per step.
-            with torch.random.fork_rng(devices=[]):
+            with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
                 torch.manual_seed(step_seed(self.seed, step, "autoaugment"))
                 raw = torch.stack([self.autoaugment(img) for img in raw])
         x = raw.float().div_(255)
@@ -95,6 +104,87 @@ class RealData:
         g = _gen(step_seed(self.seed, step, f"{stream}{self.rank}"), "cpu")
         idx = torch.randint(self.n, (n,), generator=g).to(self.device)
         return self.images[idx].float().div_(255), self.labels[idx]
+
+
+class FolderData:
+    """Real images from an image-folder tree (validated once with genint_fast.data), with the
+    RealData interface: batch(step) decodes its files in a thread pool and augments them
+    (random resized crop + flip, or resize + centre crop) under a per-step seed, so it is a
+    pure function of (seed, step) like the in-memory data. The trainer prefetches it with a
+    Producer."""
+
+    prefetch = True
+
+    def __init__(self, root, *, batch_size, seed, device, size, augment=True, rank=0, world=1,
+                 autoaugment=None, threads=4):
+        from concurrent.futures import ThreadPoolExecutor
+
+        from torchvision.transforms import v2
+
+        from ..data.loader import CROP_RATIO, CROP_SCALE
+        from ..data.validate import scan_image_folder, validate_files
+
+        self.classes, files, labels = scan_image_folder(root)
+        good = set(validate_files(root, files).good)
+        keep = [i for i, f in enumerate(files) if f in good]
+        self.files = [files[i] for i in keep]
+        self.labels = torch.tensor([labels[i] for i in keep], dtype=torch.long)
+        self.n = len(self.files)
+        self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
+        self.rank, self.world, self.size = rank, world, (size, size)
+        self.per_epoch = (self.n // world) // batch_size
+        if self.per_epoch < 1:
+            raise ValueError(f"batch_size {batch_size} x {world} rank(s) is larger than the "
+                             f"{self.n} readable images under {root}")
+        self.train_tf = (v2.Compose([v2.RandomResizedCrop(self.size, scale=CROP_SCALE,
+                                                          ratio=CROP_RATIO, antialias=True),
+                                     v2.RandomHorizontalFlip()]) if augment else None)
+        self.eval_tf = v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(self.size)])
+        self.autoaugment = (v2.AutoAugment(v2.AutoAugmentPolicy(autoaugment))
+                            if autoaugment is not None else None)
+        self.pool = ThreadPoolExecutor(max_workers=threads)
+        self._perm_epoch, self._perm = None, None
+
+    def epoch_of(self, step):
+        return step // self.per_epoch
+
+    def _decode(self, idx):
+        from PIL import Image
+
+        from ..data.loader import _pil_to_tensor
+
+        def one(i):
+            with Image.open(self.files[i]) as im:
+                return _pil_to_tensor(im)
+        return list(self.pool.map(one, idx))
+
+    def _stack(self, imgs, step, train, stream):
+        with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):   # see _GLOBAL_RNG_LOCK
+            torch.manual_seed(step_seed(self.seed, step, stream))
+            out = []
+            for img in imgs:
+                if train and self.autoaugment is not None:
+                    img = self.autoaugment(img)
+                img = (self.train_tf if train and self.train_tf is not None
+                       else self.eval_tf)(img)
+                out.append(img)
+        return torch.stack(out).to(self.device).float().div_(255)
+
+    def batch(self, step: int):
+        epoch, i = divmod(step, self.per_epoch)
+        if self._perm_epoch != epoch:
+            perm = torch.randperm(self.n, generator=_gen(step_seed(self.seed, epoch, "perm"),
+                                                           "cpu"))
+            self._perm, self._perm_epoch = perm[self.rank::self.world], epoch
+        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+        x = self._stack(self._decode(idx), step, True, "aug")
+        return x, self.labels[idx].to(self.device)
+
+    def random_images(self, step: int, n: int, stream: str):
+        g = _gen(step_seed(self.seed, step, f"{stream}{self.rank}"), "cpu")
+        idx = torch.randint(self.n, (n,), generator=g).tolist()
+        return (self._stack(self._decode(idx), step, False, stream),
+                self.labels[idx].to(self.device))
 
 
 def random_crop_flip(x, g: torch.Generator, pad=4):
@@ -192,15 +282,22 @@ class Trainer:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.out = Path(cfg.out)
-        images, labels = data if data is not None else load_digits_split(
-            cfg, "train", cfg.data_size)
+        autoaug = cfg.autoaugment_policy if cfg.mode == "autoaugment" else None
+        kind, where = parse_data_spec(cfg.data)
+        if kind == "folder" and data is None:
+            self.data = FolderData(where, batch_size=cfg.batch_size, seed=cfg.seed,
+                                   device=self.device, size=cfg.image_size, augment=cfg.augment,
+                                   rank=rank, world=world, autoaugment=autoaug)
+            labels = self.data.labels
+        else:
+            images, labels = data if data is not None else load_digits_split(
+                cfg, "train", cfg.data_size)
+            self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
+                                 device=self.device, augment=cfg.augment, rank=rank,
+                                 world=world, autoaugment=autoaug)
         if int(labels.max()) >= cfg.num_classes:
             raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is "
                              f"{cfg.num_classes}")
-        self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
-                             device=self.device, augment=cfg.augment, rank=rank, world=world,
-                             autoaugment=cfg.autoaugment_policy
-                             if cfg.mode == "autoaugment" else None)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.num_classes)
         if cfg.init_weights:
@@ -273,8 +370,8 @@ class Trainer:
 
     def _to_real_range(self, images):
         images = ((images.float() + 1) / 2).clamp_(0, 1)
-        h, w = self.data.images.shape[-2:]
-        if images.shape[-2:] != (h, w):
+        h, w = self.data.size
+        if tuple(images.shape[-2:]) != (h, w):
             images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False,
                                    antialias=True)
         return images
@@ -303,9 +400,9 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------------ one step
-    def streams_for(self, step: int, generated=None):
+    def streams_for(self, step: int, generated=None, real=None):
         cfg = self.cfg
-        x, y = self.data.batch(step)
+        x, y = self.data.batch(step) if real is None else real
         if cfg.mode == "mixup":
             rng = np.random.default_rng(step_seed(cfg.seed, step, "mixup"))
             lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
@@ -386,6 +483,10 @@ class Trainer:
             self.producer = Producer(self.make_generated, self.step,
                                      threaded=cfg.producer == "thread",
                                      queue_size=cfg.queue_size, device=self.device)
+        real_producer = None
+        if self.data.prefetch:   # decoding files overlaps the classifier too
+            real_producer = Producer(self.data.batch, self.step, threaded=True,
+                                     queue_size=cfg.queue_size, device=self.device)
         bar = None
         if cfg.progress and self.rank == 0:
             from tqdm import tqdm
@@ -397,7 +498,11 @@ class Trainer:
                 generated, wait = (None, 0.0)
                 if self.producer is not None:
                     generated, wait = self.producer.get()
-                streams = self.streams_for(self.step, generated)
+                real = None
+                if real_producer is not None:
+                    real, real_wait = real_producer.get()
+                    wait += real_wait
+                streams = self.streams_for(self.step, generated, real)
                 total, per = self.train_step(streams)
                 if not math.isfinite(total):
                     raise RuntimeError(f"the loss became {total} at step {self.step}; lower lr")
@@ -430,6 +535,8 @@ class Trainer:
                 if on_step is not None:
                     on_step(self, row)
         finally:
+            if real_producer is not None:
+                real_producer.close()
             if self.producer is not None:
                 self.producer.close()
                 self.producer = None
