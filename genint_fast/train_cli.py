@@ -13,8 +13,8 @@ SPLITS = ("train", "test-id", "test-ood")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a classifier (erm, mixup, gan-aug, genint) from a "
-                                     "YAML recipe")
+    p = sub.add_parser("train", help="train a classifier (erm, mixup, autoaugment, stylized, "
+                                     "gan-aug, genint, genint-transfer) from a YAML recipe")
     p.add_argument("--config", metavar="YAML", default=None,
                    help="recipe in configs/ (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",

@@ -352,6 +352,19 @@ def test_transferred_stream_is_deterministic_and_restyled(tmp_path):
     assert (x - content).abs().max() > 1e-3 and 0 <= float(x.min()) <= float(x.max()) <= 1
 
 
+def test_tensorboard_events_match_jsonl(tmp_path):
+    pytest.importorskip("tensorboard", reason="needs the tensorboard package")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = tiny(tmp_path, "steps=2", "mode=erm", "tensorboard=true")
+    Trainer(cfg).fit()
+    rows = [json.loads(x) for x in (Path(cfg.out) / "metrics.jsonl").read_text().splitlines()]
+    acc = EventAccumulator(str(Path(cfg.out) / "tb"))
+    acc.Reload()
+    events = acc.Scalars("train/loss")
+    assert [e.step for e in events] == [1, 2]
+    assert [e.value for e in events] == pytest.approx([r["loss"] for r in rows], rel=1e-6)
+
+
 def test_cli_train_then_eval(tmp_path, capsys):
     out = tmp_path / "cli"
     args = ["train", "--config", str(ROOT / "configs" / "demo.yaml"), *TINY, "steps=3",

@@ -75,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     log_every: int = 20
     progress: bool = True
+    tensorboard: bool = False       # also write TensorBoard events to OUT/tb (needs tensorboard)
     eval_size: int = 2000           # images per test split in the end-of-run summary
     extra: dict = field(default_factory=dict)   # free-form notes, kept in the checkpoint
 
@@ -173,6 +174,12 @@ class TrainConfig:
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             bad("device", f'must be "cpu" or "cuda[:N]", got {self.device!r}')
         parse_data_spec(self.data)
+        if self.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                bad("tensorboard", "is true but the tensorboard package is missing; "
+                                   "pip install tensorboard, or set tensorboard=false")
         return self
 
     def to_dict(self) -> dict:

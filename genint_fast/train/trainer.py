@@ -34,7 +34,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 _GLOBAL_RNG_LOCK = threading.Lock()
 # Config keys that may change between a run and its resume (everything else must match).
 _RESUMABLE_CHANGES = {"steps", "out", "progress", "log_every", "checkpoint_every", "producer",
-                      "queue_size", "extra", "eval_size"}
+                      "queue_size", "extra", "eval_size", "tensorboard"}
 
 
 def _gen(seed: int, device) -> torch.Generator:
@@ -479,6 +479,10 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
         metrics_file = open(self.out / "metrics.jsonl", "a") if self.rank == 0 else None
+        tb = None
+        if cfg.tensorboard and self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(self.out / "tb"))
         if self.sampler is not None or self.transfer is not None:
             self.producer = Producer(self.make_generated, self.step,
                                      threaded=cfg.producer == "thread",
@@ -527,6 +531,11 @@ class Trainer:
                     if metrics_file is not None:
                         metrics_file.write(json.dumps(row) + "\n")
                         metrics_file.flush()
+                    if tb is not None:
+                        for key, value in row.items():
+                            if key != "step":
+                                tb.add_scalar(f"train/{key}", value, self.step)
+                        tb.flush()
                     win_wait = win_time = 0.0
                     win_images = win_steps = 0
                 if (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
@@ -544,6 +553,8 @@ class Trainer:
                 bar.close()
             if metrics_file is not None:
                 metrics_file.close()
+            if tb is not None:
+                tb.close()
         return row
 
 
