@@ -18,6 +18,7 @@ BENCHMARKS = {
     "loader": "genint_fast.benchmarks.loader",
     "generate": "genint_fast.benchmarks.generate",
     "transfer": "genint_fast.benchmarks.transfer",
+    "train": "genint_fast.benchmarks.train",
 }
 
 
