@@ -1,0 +1,60 @@
+"""`genint-fast demo --quick`: the whole pipeline runs and writes a complete report."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from genint_fast.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    rc = main(["demo", "--quick", "--out", str(out), "--threads", "2"])
+    return rc, out
+
+
+def test_quick_demo_writes_report(quick_report):
+    rc, out = quick_report
+    assert rc == 0
+    for name in ("results.json", "results.md", "accuracy.png", "interventions.png",
+                 "transfers.png", "gan_samples.png", "gan.pt", "directions.safetensors"):
+        f = out / name
+        assert f.is_file() and f.stat().st_size > 0, f"missing {name}"
+    for name in ("accuracy.png", "interventions.png", "transfers.png", "gan_samples.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"erm", "gan-aug", "genint", "genint-transfer"}
+    for name, r in res["methods"].items():
+        assert len(r["runs"]) == res["config"]["seeds"] == 1
+        for key in ("id_mean", "ood_mean", "id_std", "ood_std"):
+            assert math.isfinite(r[key]), (name, key)
+        assert 0.0 <= r["id_mean"] <= 1.0 and 0.0 <= r["ood_mean"] <= 1.0
+    assert isinstance(res["effect_shown"], bool) and res["verdict"]
+    md = (out / "results.md").read_text()
+    for name in res["methods"]:
+        assert f"| {name} |" in md
+    assert "Verdict" in md and res["machine"] in md
+
+
+def test_quick_demo_reuses_cached_gan(quick_report, tmp_path):
+    """A second run on the same folder resumes the cached GAN (no new GAN steps)."""
+    import torch
+
+    _, out = quick_report
+    before = torch.load(out / "gan.pt", map_location="cpu", weights_only=False)["step"]
+    rc = main(["demo", "--quick", "--out", str(out), "--methods", "erm", "--threads", "2"])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["gan"]["steps"] == before
+    assert list(res["methods"]) == ["erm"] and res["effect_shown"] is None
+
+
+def test_demo_bad_input_is_one_sentence(capsys, tmp_path):
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--methods", "erm,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "methods must be a non-empty subset" in err
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--rho", "1.5"]) == 2
+    assert "rho must be in [0, 1]" in capsys.readouterr().err
