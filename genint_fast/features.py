@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .io import save_atomic
+
 __all__ = ["REFERENCE_LAYERS", "CONTENT_LAYER", "LayerFeatures", "vgg19_features",
            "vgg19_weights_file", "small_vgg", "train_small_vgg", "project_small_vgg",
            "load_small_vgg", "save_small_vgg", "feature_cache_dir"]
@@ -224,10 +226,7 @@ def feature_cache_dir(cache_dir=None) -> Path:
 
 def save_small_vgg(state: dict, path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    torch.save({"kind": "small-vgg", "widths": list(SMALL_WIDTHS), "state": state}, str(tmp))
-    os.replace(tmp, path)
+    save_atomic({"kind": "small-vgg", "widths": list(SMALL_WIDTHS), "state": state}, path)
     return path
 
 

@@ -9,7 +9,6 @@ the data comes from.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from ..io import save_atomic
 from .small import ProjectionDiscriminator, SmallGANConfig, SmallGenerator
 
 __all__ = ["GANTrainConfig", "train_gan", "load_small_generator", "save_checkpoint"]
@@ -97,11 +97,7 @@ def _check_data(images, labels, num_classes):
 
 def save_checkpoint(path, state) -> None:
     """torch.save to a temporary file next to `path`, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, str(tmp))
-    os.replace(tmp, path)
+    save_atomic(state, path)
 
 
 def _read_checkpoint(path):

@@ -4,36 +4,17 @@ A kill at any moment leaves either the previous complete file or the new complet
 the final name, never a partial one (a stale `*.tmp<pid>` file may remain; it is ignored)."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..io import save_atomic
+
 __all__ = ["save_atomic", "load_checkpoint", "rng_states", "set_rng_states", "FORMAT"]
 
 FORMAT = "genint-fast-train/1"
-
-
-def save_atomic(state: dict, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-    return path
 
 
 def load_checkpoint(path) -> dict:
