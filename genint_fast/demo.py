@@ -36,33 +36,35 @@ WHY_VARIANT = (
     "probability rho; a classifier can reach near-perfect training accuracy from colour alone, "
     "so at high rho ERM learns colour instead of shape and falls far below its in-distribution "
     "accuracy on the rho = 0 test split. Colour is also a nuisance the small GAN's latent space "
-    "encodes (the rho-breaking training images force it to), so steering the latent can "
-    "produce digits of one class in other colours: the do(Z) the method needs.")
+    "encodes only through the rho-breaking training images, so rho trades ERM's failure "
+    "against how much colour the latent directions can move: at rho 0.9 (default) ERM reaches "
+    "~91% ID and chance (~10%) OOD, and steering at scale 6 visibly recolours some digits; at "
+    "rho 0.99 the GAN ties colour to the class embedding and its directions barely move it.")
 
 
 @dataclass
 class DemoConfig:
     # benchmark
     variant: str = "colored"
-    rho: float = 0.99
+    rho: float = 0.9
     train_size: int = 5000
     test_size: int = 1000
     data_seed: int = 0
     # generator
-    gan_steps: int = 800
-    gan_batch_size: int = 64
+    gan_steps: int = 300
+    gan_batch_size: int = 32
     # directions and interventions
     num_directions: int = 20
     top_k: int = 20
     m: int = 5
-    scale: float = 3.0
+    scale: float = 6.0
     intervention_mode: str = "add"
     truncation: float = 1.0
     gan_aug_truncation: float = 1.0
     # classifiers
     methods: tuple = METHODS
     seeds: int = 2
-    steps: int = 300
+    steps: int = 150
     batch_size: int = 64
     gen_batch_size: int = 32
     lr: float = 0.05
@@ -264,10 +266,11 @@ def _bar_plot(results: dict, path: Path):
            color="#DD8452", capsize=3)
     ax.set_xticks(list(x), names)
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
     c = results["config"]
     ax.set_title(f"biased digits ({c['variant']}, rho {c['rho']}), {c['seeds']} seed(s)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

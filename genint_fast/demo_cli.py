@@ -24,6 +24,8 @@ def register(subparsers) -> None:
                    help=f"classifier SGD steps per run (default {d.steps})")
     p.add_argument("--gan-steps", type=int, default=None,
                    help=f"GAN training steps (default {d.gan_steps})")
+    p.add_argument("--gan-batch-size", type=int, default=None,
+                   help=f"GAN batch size (default {d.gan_batch_size})")
     p.add_argument("--variant", default=None, help=f"biased-digits variant (default {d.variant})")
     p.add_argument("--rho", type=float, default=None,
                    help=f"training correlation rho (default {d.rho})")
@@ -45,7 +47,7 @@ def register(subparsers) -> None:
 def demo_main(args) -> int:
     from .demo import DemoConfig, quick_config, run_demo
 
-    overrides = {k: getattr(args, k) for k in ("seeds", "steps", "gan_steps", "variant", "rho",
+    overrides = {k: getattr(args, k) for k in ("seeds", "steps", "gan_steps", "gan_batch_size", "variant", "rho",
                                                "scale", "intervention_mode", "lambda1",
                                                "lambda2", "threads")
                  if getattr(args, k) is not None}
