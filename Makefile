@@ -1,4 +1,5 @@
 # Set-up and everyday commands. Everything runs inside .venv, created on first use.
+#   make demo   the main job: GenInt end to end on the built-in biased digits (no downloads)
 #   make test   build (CPU + CUDA kernels where nvcc is found) and run every test: pytest + ctest
 #   make bench  the throughput benchmarks against their baselines (built-in data, no downloads)
 PY        ?= python3
@@ -12,7 +13,7 @@ export MAX_JOBS ?= 2
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 SOURCES   := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh) setup.py
 
-.PHONY: test pytest ctest bench build clean
+.PHONY: demo test pytest ctest bench build clean
 
 $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +44,9 @@ test: pytest ctest
 
 bench: build
 	$(VENV)/bin/genint-fast bench
+
+demo: build
+	$(VENV)/bin/genint-fast demo --out out/demo
 
 clean:
 	rm -rf build build-cmake genint_fast/_C*.so

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shutil
 import statistics
 import time
@@ -121,17 +120,14 @@ def _mean_std(values):
 
 
 def machine_line() -> str:
-    try:
-        from .benchmarks.common import machine
-        return machine()
-    except Exception:   # the benchmark helper is optional for the demo
-        return f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}"
+    from .benchmarks.common import machine
+    return machine()
 
 
 def format_results_table(results: dict) -> str:
     """Markdown table: method | ID top-1 | OOD top-1 | OOD - ID gap | seconds per run."""
     n = results["config"]["seeds"]
-    lines = [f"| method | ID top-1 (%) | OOD top-1 (%) | train s / run | seeds |",
+    lines = ["| method | ID top-1 (%) | OOD top-1 (%) | train s / run | seeds |",
              "|---|---|---|---|---|"]
     for name, r in results["methods"].items():
         lines.append(f"| {name} | {100 * r['id_mean']:.1f} +- {100 * r['id_std']:.1f} | "

@@ -9,7 +9,6 @@ BigGAN(BigGANConfig) and load the state dict with a key check.
 from __future__ import annotations
 
 import glob
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -1,7 +1,6 @@
 """Classifiers: a small CNN for 32x32 images and torchvision ResNet-18/50/152."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 __all__ = ["SmallCNN", "build_model"]
