@@ -30,7 +30,7 @@ build/.ext-stamp: $(VENV)/.stamp $(SOURCES)
 build: build/.ext-stamp
 
 pytest: build
-	$(VPY) -m pytest tests -q
+	$(VPY) -m pytest tests -q --durations=15
 
 build-cmake/.stamp: build $(SOURCES) CMakeLists.txt $(wildcard tests/cpp/*)
 	$(VENV)/bin/cmake -S . -B build-cmake -DCMAKE_PREFIX_PATH="$$($(VPY) -c 'import torch; print(torch.utils.cmake_prefix_path)')"
