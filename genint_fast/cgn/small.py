@@ -1,0 +1,244 @@
+"""Small-image CGN (32x32): shape, texture and background mechanisms and their discriminators.
+
+Layout of the published small CGN (../shared/CGN.md): one label embedding shared by the three
+mechanisms; each mechanism maps cat(u, embed(y)) (noise u ~ N(0, I)) to an image:
+
+- shape: a mask m, normalised per image (instance norm) and clamped to [1e-4, 0.9999] (no
+  sigmoid), so it lies in (0, 1);
+- foreground texture f and background b: RGB through tanh, then the *shuffler*: a random cyclic
+  shift per sample, so that a texture keeps its statistics but cannot line up with the mask and
+  so cannot carry shape;
+- composite x = m * f + (1 - m) * b.
+
+Discriminators: an MLP on cat(flattened image, label embedding) (colour variants) or a small conv
+net with the label as a fourth input plane (textures).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CGNConfig", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator", "shuffle_texture",
+           "composite", "build_discriminator", "MASK_MIN", "MASK_MAX", "CGNOutput"]
+
+MASK_MIN, MASK_MAX = 1e-4, 0.9999
+
+
+@dataclass
+class CGNConfig:
+    num_classes: int = 10
+    noise_dim: int = 32
+    embed_dim: int = 10
+    ch: int = 64              # width of the first feature map (8x8); the reference uses 64
+    image_size: int = 32      # fixed by the two up-sampling steps from 8x8
+    init: str = "orthogonal"  # orthogonal | normal
+    init_gain: float = 0.1    # reference: 0.1 colored, 0.2 double-colored, normal 0.03 textures
+    disc: str = "mlp"         # mlp (colour variants) | conv (textures)
+
+    def __post_init__(self):
+        if self.image_size != 32:
+            raise ValueError(f"the small CGN makes 32x32 images, got image_size={self.image_size}")
+        for name in ("num_classes", "noise_dim", "embed_dim", "ch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"CGN config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.init not in ("orthogonal", "normal"):
+            raise ValueError(f'CGN config: init must be "orthogonal" or "normal", got {self.init!r}')
+        if self.disc not in ("mlp", "conv"):
+            raise ValueError(f'CGN config: disc must be "mlp" or "conv", got {self.disc!r}')
+        if not self.init_gain > 0:
+            raise ValueError(f"CGN config: init_gain must be > 0, got {self.init_gain}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def for_variant(cls, variant: str, **overrides) -> "CGNConfig":
+        """The reference's per-dataset choices: init gain and discriminator."""
+        base = {"colored": dict(init="orthogonal", init_gain=0.1, disc="mlp"),
+                "double-colored": dict(init="orthogonal", init_gain=0.2, disc="mlp"),
+                "textured": dict(init="normal", init_gain=0.03, disc="conv")}.get(
+                    variant, dict(init="normal", init_gain=0.03, disc="conv"))
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class CGNOutput:
+    mask: torch.Tensor        # (B, 1, H, W) in (0, 1)
+    foreground: torch.Tensor  # (B, 3, H, W) in [-1, 1], shuffled
+    background: torch.Tensor  # (B, 3, H, W) in [-1, 1], shuffled
+    image: torch.Tensor       # (B, 3, H, W) composite in [-1, 1]
+
+
+def shuffle_texture(x: torch.Tensor, generator: torch.Generator | None = None,
+                    shifts: torch.Tensor | None = None) -> torch.Tensor:
+    """Cyclic shift of each sample by its own random (dy, dx): the reference's "tile 2x2 and take
+    a random crop" exactly. `shifts` (B, 2) int64 may be given instead of drawing them."""
+    b, _, h, w = x.shape
+    if shifts is None:
+        shifts = torch.stack([torch.randint(h, (b,), generator=generator, device=x.device),
+                              torch.randint(w, (b,), generator=generator, device=x.device)], 1)
+    rows = (torch.arange(h, device=x.device)[None, :] + shifts[:, :1]) % h     # (B, H)
+    cols = (torch.arange(w, device=x.device)[None, :] + shifts[:, 1:]) % w     # (B, W)
+    x = x.gather(2, rows[:, None, :, None].expand(-1, x.shape[1], -1, w))
+    return x.gather(3, cols[:, None, None, :].expand(-1, x.shape[1], h, -1))
+
+
+def composite(mask, foreground, background):
+    """x = m * f + (1 - m) * b."""
+    return mask * foreground + (1.0 - mask) * background
+
+
+def _up_block(cin, cout):
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1,
+                                                                   bias=False),
+            nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+
+
+class _Mechanism(nn.Module):
+    """Linear(noise + embedding -> ch x 8 x 8) followed by a convolutional body."""
+
+    def __init__(self, cfg: CGNConfig, body: list, norm_first: bool):
+        super().__init__()
+        self.ch = cfg.ch
+        self.fc = nn.Linear(cfg.noise_dim + cfg.embed_dim, cfg.ch * 8 * 8)
+        self.norm = nn.InstanceNorm2d(cfg.ch) if norm_first else nn.Identity()
+        self.body = nn.Sequential(*body)
+
+    def forward(self, h):
+        return self.body(self.norm(self.fc(h).view(h.shape[0], self.ch, 8, 8)))
+
+
+class SmallCGN(nn.Module):
+    """The three mechanisms. forward(u, y) is the factual forward (the same noise and class feed
+    all three); counterfactual(...) draws each mechanism from its own class and noise."""
+
+    def __init__(self, config: CGNConfig | None = None):
+        super().__init__()
+        c = config or CGNConfig()
+        self.config = c
+        self.num_classes, self.noise_dim, self.image_size = c.num_classes, c.noise_dim, 32
+        self.embed = nn.Embedding(c.num_classes, c.embed_dim)
+        half = max(c.ch // 2, 1)
+        self.shape = _Mechanism(c, _up_block(c.ch, half) + [nn.InstanceNorm2d(half)]
+                                + _up_block(half, 1) + [nn.InstanceNorm2d(1)], norm_first=True)
+
+        def texture():
+            return _Mechanism(c, _up_block(c.ch, c.ch) + _up_block(c.ch, half) + [
+                nn.Conv2d(half, 3, 3, padding=1), nn.BatchNorm2d(3), nn.Tanh()], norm_first=False)
+
+        self.texture = texture()
+        self.background = texture()
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        c = self.config
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if c.init == "orthogonal":
+                    nn.init.orthogonal_(m.weight, gain=c.init_gain)
+                else:
+                    nn.init.normal_(m.weight, 0.0, c.init_gain)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, c.init_gain)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    def sample_noise(self, n, generator=None) -> torch.Tensor:
+        return torch.randn(int(n), self.noise_dim, generator=generator, device=self.device)
+
+    def check_labels(self, y, n) -> torch.Tensor:
+        y = torch.as_tensor(y, device=self.device)
+        if y.dim() == 0:
+            y = y.expand(n)
+        if y.shape != (n,) or y.dtype.is_floating_point:
+            raise ValueError(f"CGN labels must be {n} integer class ids, got shape {tuple(y.shape)}")
+        if n and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"CGN labels must be in [0, {self.num_classes})")
+        return y.long()
+
+    def _input(self, u, y):
+        return torch.cat([u, self.embed(y).to(u.dtype)], dim=1)
+
+    def mask(self, u, y):
+        """(B, 1, 32, 32) in [1e-4, 0.9999]."""
+        return self.shape(self._input(u, y)).clamp(MASK_MIN, MASK_MAX)
+
+    def textures(self, u, y, generator=None, *, which="texture"):
+        net = self.texture if which == "texture" else self.background
+        return shuffle_texture(net(self._input(u, y)), generator)
+
+    def forward(self, u, y, generator=None) -> CGNOutput:
+        y = self.check_labels(y, u.shape[0])
+        m = self.mask(u, y)
+        f = self.textures(u, y, generator, which="texture")
+        b = self.textures(u, y, generator, which="background")
+        return CGNOutput(m, f, b, composite(m, f, b))
+
+    def counterfactual(self, y_shape, y_texture, y_background, *, generator=None,
+                       u_shape=None, u_texture=None, u_background=None) -> CGNOutput:
+        """Shape of class y_shape, texture of y_texture, background of y_background, each with
+        its own noise (drawn from `generator` where not given)."""
+        y_shape = torch.as_tensor(y_shape, device=self.device)
+        n = int(y_shape.shape[0])
+        y1, y2, y3 = (self.check_labels(t, n) for t in (y_shape, y_texture, y_background))
+        u1 = self.sample_noise(n, generator) if u_shape is None else u_shape
+        u2 = self.sample_noise(n, generator) if u_texture is None else u_texture
+        u3 = self.sample_noise(n, generator) if u_background is None else u_background
+        m = self.mask(u1, y1)
+        f = self.textures(u2, y2, generator, which="texture")
+        b = self.textures(u3, y3, generator, which="background")
+        return CGNOutput(m, f, b, composite(m, f, b))
+
+
+class MLPDiscriminator(nn.Module):
+    """MLP on cat(flattened image, Embedding(y)): 3 hidden layers of 512, LeakyReLU 0.2,
+    dropout 0.4 after the second and third (the reference's colour-variant discriminator)."""
+
+    def __init__(self, config: CGNConfig | None = None, width=512):
+        super().__init__()
+        c = config or CGNConfig()
+        self.embed = nn.Embedding(c.num_classes, c.num_classes)
+        self.net = nn.Sequential(
+            nn.Linear(3 * 32 * 32 + c.num_classes, width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(width, 1))
+
+    def forward(self, x, y):
+        return self.net(torch.cat([x.flatten(1), self.embed(y).to(x.dtype)], 1)).squeeze(1)
+
+
+class ConvDiscriminator(nn.Module):
+    """Conv net whose fourth input plane is a learned per-class 32x32 map (channels 32, 64, 128,
+    128; batch norm; LeakyReLU 0.2; global average pool; 1x1 conv to one score)."""
+
+    def __init__(self, config: CGNConfig | None = None):
+        super().__init__()
+        c = config or CGNConfig()
+        self.embed = nn.Embedding(c.num_classes, 32 * 32)
+
+        def block(cin, cout, stride, bn=True):
+            return [nn.Conv2d(cin, cout, 4 if stride == 2 else 3, stride, 1, bias=not bn)] + \
+                ([nn.BatchNorm2d(cout)] if bn else []) + [nn.LeakyReLU(0.2, inplace=True)]
+
+        self.body = nn.Sequential(*block(4, 32, 2, bn=False), *block(32, 64, 2),
+                                  *block(64, 128, 2), *block(128, 128, 1))
+        self.head = nn.Conv2d(128, 1, 1)
+
+    def forward(self, x, y):
+        plane = self.embed(y).view(-1, 1, 32, 32).to(x.dtype)
+        h = self.body(torch.cat([x, plane], 1))
+        return self.head(F.adaptive_avg_pool2d(h, 1)).flatten()
+
+
+def build_discriminator(config: CGNConfig) -> nn.Module:
+    return MLPDiscriminator(config) if config.disc == "mlp" else ConvDiscriminator(config)

@@ -1,0 +1,268 @@
+"""Training of the small CGN (`genint-fast cgn`).
+
+Per step (one G step, then one D step, Adam 2e-4, betas (0.5, 0.999), as the reference):
+- generator: least-squares GAN loss MSE(D(x_gen, y_gen), 1) + lambda_mask * mean binary entropy
+  of the mask (bits) + a Gram style loss between the composite and the current real batch
+  (unpaired by class), computed with the package's fused MMD op: kernel "poly2" is exactly Gram
+  matching, MMD^2 = ||X^T X / N - Y^T Y / M||_F^2 per pair and layer;
+- discriminator: (MSE(D(real, y), 1) + MSE(D(x_gen, y_gen), 0)) / 2.
+
+Feature network of the style loss: a user-provided torchvision VGG16 file (`vgg16:PATH`, the
+reference's ImageNet VGG16 at relu1_2 / relu2_2 / relu3_3 / relu4_3), the package's own small
+VGG-like network trained on the biased digits (`small`, the default: ImageNet weights cannot be
+downloaded here), or `none`.
+
+Determinism: every draw comes from one torch.Generator, and the discriminator's dropout from the
+global RNG inside fork_rng seeded from the config; the checkpoint holds both states, so a run
+killed at any point and resumed is bitwise equal to an uninterrupted one (fixed thread count).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..io import save_atomic
+from .small import CGNConfig, SmallCGN, build_discriminator
+
+__all__ = ["CGNTrainConfig", "train_cgn", "load_cgn", "read_cgn_checkpoint", "mask_entropy",
+           "style_feature_net", "STYLE_WEIGHTS", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "genint_fast.small_cgn.v1"
+
+# Per-layer style weights w_l of the reference, applied as w_l^2 * 5e3 (CGN.md), for the four
+# VGG16 layers; the small feature net has three conv blocks, so its list is the reference list
+# with the last two merged into its third layer (conv3_1).
+STYLE_WEIGHTS = {
+    "colored": [0.05, 0.1, 0.01, 0.0],
+    "double-colored": [0.0, 0.05, 0.0, 0.05],
+    "textured": [0.01, 0.05, 0.0, 0.01],
+}
+VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+SMALL_LAYERS = ("conv1_2", "conv2_2", "conv3_1")
+
+
+@dataclass
+class CGNTrainConfig:
+    steps: int = 3000
+    batch_size: int = 32
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple = (0.5, 0.999)
+    lambda_mask: float = 0.1          # reference: 0.1 colored, 0.3 the others
+    style_weights: list = field(default_factory=lambda: list(STYLE_WEIGHTS["colored"]))
+    style_scale: float = 5e3          # loss = style_scale * sum_l w_l^2 * Gram distance_l
+    feature_net: str = "small"        # small | vgg16:PATH | none
+    checkpoint_every: int = 500
+    log_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 2:
+            raise ValueError("CGN training: steps must be >= 0 and batch_size >= 2")
+        if self.lambda_mask < 0 or self.style_scale < 0:
+            raise ValueError("CGN training: lambda_mask and style_scale must be >= 0")
+        if len(self.style_weights) != 4:
+            raise ValueError(f"CGN training: style_weights needs 4 values (one per VGG16 block), "
+                             f"got {self.style_weights!r}")
+        fn = str(self.feature_net)
+        if not (fn in ("small", "none") or fn.startswith("vgg16:")):
+            raise ValueError(f"CGN training: feature_net must be small, none or vgg16:PATH, got "
+                             f"{fn!r}")
+
+    @classmethod
+    def for_variant(cls, variant: str, **overrides) -> "CGNTrainConfig":
+        base = dict(lambda_mask=0.1 if variant == "colored" else 0.3,
+                    style_weights=list(STYLE_WEIGHTS.get(variant, STYLE_WEIGHTS["textured"])))
+        base.update(overrides)
+        return cls(**base)
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), betas=list(self.betas), style_weights=list(self.style_weights))
+
+
+def mask_entropy(m: torch.Tensor) -> torch.Tensor:
+    """Mean binary entropy of the mask in bits: mean(-m log2 m - (1 - m) log2 (1 - m))."""
+    return (-m * torch.log2(m) - (1 - m) * torch.log2(1 - m)).mean()
+
+
+def style_feature_net(spec: str, device="cpu", log=None):
+    """(feature net or None, per-layer weights mapper) for a feature_net spec."""
+    from .. import features
+
+    if spec == "none":
+        return None, None
+    if spec.startswith("vgg16:"):
+        net = features.vgg16_features(spec[len("vgg16:"):], layers=VGG16_LAYERS, device=device)
+        return net, lambda w: list(w)
+    net = features.project_small_vgg(layers=SMALL_LAYERS, device=device, log=log)
+    return net, lambda w: [w[0], w[1], math.sqrt(w[2] ** 2 + w[3] ** 2)]
+
+
+def _style_loss(net, layer_weights, fake01, real01):
+    """sum_l w_l^2 * RMS difference of the reference's Grams F F^T / (C H W), per pair, batch
+    mean. poly2 MMD^2 is ||X^T X / N - Y^T Y / N||_F^2 (N = H W positions), so the RMS over the
+    C^2 entries of the reference Gram's difference is sqrt(MMD^2) / C^2; the reference took the
+    mean absolute difference (L1), of the same magnitude (RMS >= mean absolute)."""
+    from ..ops import mmd
+
+    total = fake01.new_zeros(())
+    fx, fy = net(fake01), net(real01)
+    for w, a, b in zip(layer_weights, fx, fy):
+        if w > 0:
+            d2 = mmd(a, b.detach(), kernel="poly2", reduction="none")
+            total = total + w ** 2 * ((d2 + 1e-12).sqrt() / a.shape[1] ** 2).mean()
+    return total
+
+
+def read_cgn_checkpoint(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no CGN checkpoint at {path}; train one with `genint-fast cgn`")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read CGN checkpoint {path} ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a genint-fast CGN checkpoint (made by `genint-fast cgn`)")
+    return state
+
+
+def load_cgn(path, *, device="cpu") -> SmallCGN:
+    """The mechanisms of a `genint-fast cgn` checkpoint, in eval()."""
+    state = read_cgn_checkpoint(path)
+    cgn = SmallCGN(CGNConfig(**state["model_config"]))
+    cgn.load_state_dict(state["G"])
+    cgn.steps_trained = int(state["step"])
+    return cgn.to(device).eval()
+
+
+def _check_data(images, labels, num_classes):
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1:] != (3, 32, 32):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"CGN training images must be a (N, 3, 32, 32) tensor, got {shape}")
+    if not torch.is_floating_point(images) or images.shape[0] < 2:
+        raise ValueError("CGN training images must be floating point in [-1, 1], at least 2")
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1.0 - 1e-3 or hi > 1.0 + 1e-3:
+        raise ValueError(f"CGN training images must lie in [-1, 1], found [{lo:.3g}, {hi:.3g}]")
+    labels = torch.as_tensor(labels)
+    if labels.shape != (images.shape[0],) or labels.dtype.is_floating_point:
+        raise ValueError(f"labels must be integer class ids of shape ({images.shape[0]},)")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must be in [0, {num_classes}), got "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+    return images, labels.long()
+
+
+def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
+              train_config: CGNTrainConfig | None = None, resume=True, device="cpu",
+              log=print) -> dict:
+    """Train (or resume) the small CGN on (images in [-1, 1], labels); checkpoints to `out`.
+    Returns a summary: steps, last losses, mask statistics, seconds, checkpoint path."""
+    tc = train_config or CGNTrainConfig()
+    device = torch.device(device)
+    out = Path(out)
+    state = read_cgn_checkpoint(out) if (resume and out.is_file()) else None
+    if state is not None:
+        mc = CGNConfig(**state["model_config"])
+        if model_config is not None and model_config.to_dict() != mc.to_dict():
+            theirs, mine = mc.to_dict(), model_config.to_dict()
+            diff = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine[k]!r} now)"
+                             for k in sorted(mine) if mine[k] != theirs.get(k))
+            raise ValueError(f"cannot resume {out}: its model config differs in {diff}; pass "
+                             f"another --out to start afresh")
+        theirs = dict(state["train_config"])
+        mine = tc.to_dict()
+        diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every", "log_every")
+                      and mine[k] != theirs.get(k))
+        if diff:
+            raise ValueError(f"cannot resume {out}: its training settings differ in "
+                             f"{', '.join(diff)}; pass another --out to start afresh")
+    else:
+        mc = model_config or CGNConfig(num_classes=int(torch.as_tensor(labels).max()) + 1)
+    images, labels = _check_data(images, labels, mc.num_classes)
+    images, labels = images.to(device, torch.float32), labels.to(device)
+    fnet, mapper = style_feature_net(tc.feature_net, device=device, log=log)
+    layer_w = mapper(tc.style_weights) if fnet is not None else []
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(tc.seed)  # the seed fixes the initial weights and the dropout draws
+        G = SmallCGN(mc).to(device)
+        D = build_discriminator(mc).to(device)
+        opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
+        opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
+        rng = torch.Generator(device=device).manual_seed(tc.seed)
+        step = 0
+        if state is not None:
+            G.load_state_dict(state["G"])
+            D.load_state_dict(state["D"])
+            opt_g.load_state_dict(state["opt_g"])
+            opt_d.load_state_dict(state["opt_d"])
+            rng.set_state(state["rng"])
+            torch.set_rng_state(state["torch_rng"])
+            if device.type == "cuda" and state.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], device)  # dropout draws on the GPU
+            step = int(state["step"])
+            log(f"resumed {out} at step {step}")
+        start = step
+
+        def checkpoint():
+            save_atomic({
+                "format": CHECKPOINT_FORMAT, "model_config": mc.to_dict(),
+                "train_config": tc.to_dict(), "step": step, "G": G.state_dict(),
+                "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
+                "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
+                             else None),
+                "feature_net": getattr(fnet, "name", "none"),
+            }, out)
+
+        n = images.shape[0]
+        bs = tc.batch_size
+        t0 = time.perf_counter()
+        losses = {}
+        G.train()
+        D.train()
+        while step < tc.steps:
+            idx = torch.randint(n, (bs,), generator=rng, device=device)
+            real, y = images[idx], labels[idx]
+            u = G.sample_noise(bs, rng)
+            y_gen = torch.randint(mc.num_classes, (bs,), generator=rng, device=device)
+            # generator step
+            o = G(u, y_gen, rng)
+            g_adv = F.mse_loss(D(o.image, y_gen), torch.ones(bs, device=device))
+            g_mask = mask_entropy(o.mask)
+            g_style = (_style_loss(fnet, layer_w, (o.image + 1) / 2, (real + 1) / 2)
+                       if fnet is not None else o.image.new_zeros(()))
+            g_loss = g_adv + tc.lambda_mask * g_mask + tc.style_scale * g_style
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            # discriminator step
+            fake = o.image.detach()
+            d_loss = 0.5 * (F.mse_loss(D(real, y), torch.ones(bs, device=device))
+                            + F.mse_loss(D(fake, y_gen), torch.zeros(bs, device=device)))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            step += 1
+            losses = {"d": d_loss.item(), "g_adv": g_adv.item(), "mask_entropy": g_mask.item(),
+                      "style": float(g_style.detach()), "mask_mean": o.mask.mean().item()}
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise RuntimeError(f"CGN training diverged at step {step} (losses {losses}); "
+                                   f"lower the learning rates")
+            if tc.log_every and (step % tc.log_every == 0 or step == tc.steps):
+                per = (time.perf_counter() - t0) / max(step - start, 1)
+                log(f"cgn step {step}/{tc.steps}  d {losses['d']:.3f}  g {losses['g_adv']:.3f}  "
+                    f"mask H {losses['mask_entropy']:.3f} mean {losses['mask_mean']:.2f}  "
+                    f"style {losses['style']:.2e}  {per:.3f} s/step")
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                checkpoint()
+        checkpoint()
+    return {"steps": step, **losses, "seconds": time.perf_counter() - t0,
+            "feature_net": getattr(fnet, "name", "none"), "checkpoint": str(out)}
