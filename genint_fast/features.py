@@ -48,6 +48,9 @@ def _conv_names(seq: nn.Sequential) -> dict:
 class LayerFeatures(nn.Module):
     """Outputs of named conv layers of a VGG-style nn.Sequential, in the order of `layers`.
 
+    Names are "convX_Y" (the conv output, before its ReLU) or "reluX_Y" (the output of the
+    first ReLU after convX_Y).
+
     Input: images (B, 3, H, W) in [0, 1]; they are normalised with (mean, std) first. The
     sequence is cut after the last requested layer; ReLUs are made out-of-place so a returned
     map is the conv output itself. Parameters are frozen and the module is in eval().
@@ -57,13 +60,15 @@ class LayerFeatures(nn.Module):
                  std=IMAGENET_STD, name="features"):
         super().__init__()
         names = _conv_names(body)
+        conv_only = list(names)
+        names.update(_relu_names(body, names))
         layers = tuple(layers)
         if not layers:
             raise ValueError("LayerFeatures needs at least one layer name")
         missing = [n for n in layers if n not in names]
         if missing:
             raise ValueError(f"unknown layer {missing[0]!r}; this network has "
-                             f"{', '.join(names)}")
+                             f"{', '.join(conv_only)} (and reluX_Y after each convX_Y)")
         last = max(names[n] for n in layers)
         mods = []
         for m in list(body)[: last + 1]:
@@ -72,7 +77,7 @@ class LayerFeatures(nn.Module):
         self.layers = layers
         self.name = name
         self._index = {names[n]: n for n in layers}
-        self.channels = [self.body[names[n]].out_channels for n in layers]
+        self.channels = [_layer_channels(self.body, names[n]) for n in layers]
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.requires_grad_(False)
@@ -264,3 +269,106 @@ def project_small_vgg(cache_dir=None, layers=REFERENCE_LAYERS, device="cpu", *, 
             log(f"small feature network: training accuracy {acc:.1%} over the last 20 steps")
         save_small_vgg(state, path)
     return load_small_vgg(path, layers, device)
+
+
+# -------------------------------------------------------------- reluX_Y names and VGG16
+
+VGG16_PERCEPTUAL_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
+
+
+def _relu_names(seq: nn.Sequential, conv_names: dict) -> dict:
+    """{'reluX_Y': index}: the first ReLU after convX_Y, before the next conv or pooling."""
+    out = {}
+    for name, idx in conv_names.items():
+        for j in range(idx + 1, len(seq)):
+            m = seq[j]
+            if isinstance(m, nn.ReLU):
+                out["relu" + name[len("conv"):]] = j
+                break
+            if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                break
+    return out
+
+
+def _layer_channels(seq: nn.Sequential, idx: int) -> int:
+    """Output channels of layer idx: its own for a conv, the nearest conv's before it else."""
+    for j in range(idx, -1, -1):
+        if isinstance(seq[j], nn.Conv2d):
+            return seq[j].out_channels
+    raise ValueError(f"no convolution at or before layer {idx}")
+
+
+def vgg16_weights_file() -> Path:
+    """Where torchvision keeps the ImageNet VGG16 weights: <torch.hub.get_dir()>/checkpoints/
+    vgg16-397923af.pth (TORCH_HOME moves it)."""
+    from torchvision.models import VGG16_Weights
+
+    name = os.path.basename(VGG16_Weights.IMAGENET1K_V1.url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def _vgg16_body() -> nn.Sequential:
+    """torchvision's VGG16 `features` (configuration "D"), built without the 120 M-parameter
+    classifier, initialised as torchvision does (Kaiming normal, fan_out; zero biases)."""
+    layers, c_in = [], 3
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+              512, 512, 512, "M"):
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            conv = nn.Conv2d(c_in, v, kernel_size=3, padding=1)
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU(inplace=True)]
+            c_in = v
+    return nn.Sequential(*layers)
+
+
+def vgg16_features(weights="cache", layers=VGG16_PERCEPTUAL_LAYERS, device="cpu") -> LayerFeatures:
+    """VGG16 (torchvision architecture) cut after the last of `layers`, ImageNet normalisation;
+    inputs are images in [0, 1]. The default layers are the outputs of the last ReLU of the first
+    four blocks (the CGN perceptual loss).
+
+    weights: "cache" (torchvision's cache file vgg16-397923af.pth, never downloaded), a path to a
+    VGG16 state dict (torchvision's keys 'features.N.weight', or the features alone 'N.weight'),
+    or None for random weights (tests, timing). Missing weights raise FileNotFoundError at once.
+    """
+    if weights == "cache":
+        path = vgg16_weights_file()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"VGG16 weights not found: no file {path.name} in {path.parent}; put torchvision's "
+                f"vgg16 checkpoint there (or set TORCH_HOME) or pass the weights file explicitly")
+    elif weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"VGG16 weights file {str(path)!r} does not exist")
+    body = _vgg16_body()
+    if weights is not None:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt or not a state dict
+            raise RuntimeError(f"cannot read VGG16 weights from {path}: {exc}") from None
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise RuntimeError(f"{path} does not hold a state dict")
+        feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        if not feats:
+            feats = dict(state)
+        want = body.state_dict()
+        missing = [k for k in want if k not in feats]
+        if missing:
+            raise RuntimeError(f"{path} is not a VGG16 checkpoint: no tensor for "
+                               f"features.{missing[0]}")
+        bad = [k for k in want if tuple(feats[k].shape) != tuple(want[k].shape)]
+        if bad:
+            raise RuntimeError(f"{path} is not a VGG16 checkpoint: features.{bad[0]} has shape "
+                               f"{tuple(feats[bad[0]].shape)}, VGG16 needs "
+                               f"{tuple(want[bad[0]].shape)}")
+        body.load_state_dict({k: feats[k] for k in want})
+    return LayerFeatures(body, layers, name=f"vgg16:{path.name if weights else 'random'}"
+                         ).to(device)
+
+
+__all__ += ["VGG16_PERCEPTUAL_LAYERS", "vgg16_features", "vgg16_weights_file"]
