@@ -14,7 +14,8 @@ SPLITS = ("train", "test-id", "test-ood")
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a classifier (erm, mixup, autoaugment, stylized, "
-                                     "gan-aug, genint, genint-transfer) from a YAML recipe")
+                                     "gan-aug, genint, genint-transfer, cgn, real+cgn) from a YAML "
+                                     "recipe")
     p.add_argument("--config", metavar="YAML", default=None,
                    help="recipe in configs/ (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -74,7 +75,7 @@ def eval_main(args) -> int:
     cfg.validate()
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
-    model = build_model(cfg.model, cfg.num_classes)
+    model = build_model(cfg.model, cfg.num_classes, cfg.heads)
     model.load_state_dict(st["model"])
     device = torch.device(args.device)
     model.to(device)

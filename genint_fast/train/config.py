@@ -11,7 +11,8 @@ import yaml
 
 __all__ = ["TrainConfig", "load_config", "MODES", "MODELS", "IMPLEMENTED_MODES"]
 
-MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer")
+MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer", "cgn",
+         "real+cgn")
 # Modes this trainer runs today; the others are refused with a clear message.
 IMPLEMENTED_MODES = MODES
 MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
@@ -23,6 +24,8 @@ class TrainConfig:
     # what to train
     mode: str = "genint"
     model: str = "smallcnn"
+    heads: str = "single"           # single | ensemble (CGN's invariant ensemble: shape, texture
+                                    # and background heads on a shared backbone)
     num_classes: int = 10
     init_weights: str | None = None  # fine-tuning: a state-dict file or a training checkpoint
     # data: built-in biased digits "digits:<variant>[:rho]" or "folder:<DIR>" (DIR/<class>/<img>)
@@ -55,6 +58,13 @@ class TrainConfig:
     m: int = 5
     scale: float = 1.0
     intervention_mode: str = "add"
+    # CGN counterfactual stream (modes cgn, real+cgn; or added to any mode when cgn is set)
+    cgn: str | None = None          # a `genint-fast cgn` checkpoint
+    cgn_batch_size: int = 64        # counterfactuals per step
+    cgn_per_mask: int = 1           # counterfactuals drawn per shape mask
+    cgn_labels: str = "uniform"     # uniform (independent classes) | permute (reference code)
+    lambda_cgn: float | None = None  # weight of the counterfactual stream; null = lambda1
+                                     # (mode cgn: the only stream, weight 1)
     # producers
     producer: str = "thread"        # thread (background, bounded queue) | inline (sequential)
     queue_size: int = 4
@@ -105,6 +115,29 @@ class TrainConfig:
         if self.mode not in IMPLEMENTED_MODES:
             bad("mode", f"{self.mode!r} is not implemented yet; use one of "
                         f"{', '.join(IMPLEMENTED_MODES)}")
+        if self.heads not in ("single", "ensemble"):
+            bad("heads", f'must be "single" or "ensemble", got {self.heads!r}')
+        if self.mode in ("cgn", "real+cgn") and not self.cgn:
+            bad("cgn", f"must name a `genint-fast cgn` checkpoint in mode {self.mode}")
+        if self.cgn is not None:
+            if not (isinstance(self.cgn, str) and Path(self.cgn).is_file()):
+                bad("cgn", f"must be null or an existing `genint-fast cgn` checkpoint file, got "
+                           f"{self.cgn!r}")
+            if self.mode == "mixup":
+                bad("cgn", "cannot be combined with mode mixup (mixup mixes the real stream "
+                           "only); use mode real+cgn")
+            if self.cgn_labels not in ("uniform", "permute"):
+                bad("cgn_labels", f'must be "uniform" or "permute", got {self.cgn_labels!r}')
+            if self.cgn_batch_size < 1 or self.cgn_per_mask < 1:
+                bad("cgn_batch_size/cgn_per_mask", "must be >= 1")
+        if self.lambda_cgn is not None:
+            if isinstance(self.lambda_cgn, bool) or not isinstance(self.lambda_cgn, (int, float)) \
+                    or self.lambda_cgn < 0:
+                bad("lambda_cgn", f"must be null or a number >= 0, got {self.lambda_cgn!r}")
+            self.lambda_cgn = float(self.lambda_cgn)
+        if self.heads == "ensemble" and self.cgn is None:
+            bad("heads", "ensemble needs a counterfactual stream (set cgn=CKPT): its texture "
+                         "and background heads learn from counterfactual labels only")
         if self.model not in MODELS:
             bad("model", f"must be one of {', '.join(MODELS)}, got {self.model!r}")
         if self.forward not in ("concat", "separate"):

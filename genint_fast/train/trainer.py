@@ -9,6 +9,7 @@ On CPU with a fixed thread count a resumed run is bitwise equal to an uninterrup
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -299,7 +300,7 @@ class Trainer:
             raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is "
                              f"{cfg.num_classes}")
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, cfg.num_classes)
+        self.model = build_model(cfg.model, cfg.num_classes, cfg.heads)
         if cfg.init_weights:
             load_weights(self.model, cfg.init_weights)
         self.model = self.model.to(self.device)
@@ -322,6 +323,7 @@ class Trainer:
         self.step = 0
         self.sampler = self._build_sampler()
         self.transfer = self._build_transfer()
+        self.counterfactuals = self._build_counterfactuals()
         self.producer = None
 
     # ------------------------------------------------------------------ generated stream
@@ -349,6 +351,23 @@ class Trainer:
         return InterventionSampler(gen, d, truncation=cfg.truncation, top_k=cfg.top_k, m=cfg.m,
                                    scale=cfg.scale, mode=cfg.intervention_mode,
                                    batch_size=cfg.gen_batch_size, seed=seed)
+
+    def _build_counterfactuals(self):
+        cfg = self.cfg
+        if cfg.cgn is None:
+            return None
+        from ..cgn import CounterfactualSampler, load_cgn
+
+        cgn = load_cgn(cfg.cgn, device=self.device)
+        if cgn.num_classes != cfg.num_classes:
+            raise ValueError(f"CGN {cfg.cgn!r} has {cgn.num_classes} classes but num_classes is "
+                             f"{cfg.num_classes}")
+        self.log(f"counterfactual stream: CGN {cfg.cgn} ({getattr(cgn, 'steps_trained', '?')} "
+                 f"training steps), {cfg.cgn_batch_size} per step, {cfg.cgn_per_mask} per mask, "
+                 f"{cfg.cgn_labels} classes")
+        return CounterfactualSampler(cgn, batch_size=cfg.cgn_batch_size,
+                                     per_mask=cfg.cgn_per_mask, labels=cfg.cgn_labels,
+                                     seed=step_seed(cfg.seed, self.rank, "counterfactual"))
 
     def _build_transfer(self):
         cfg = self.cfg
@@ -379,7 +398,8 @@ class Trainer:
     def make_generated(self, step: int) -> dict:
         """The generated streams of `step`: {name: (images in [0, 1] at the real resolution,
         labels)}; "intervened" (genint, genint-transfer), "generated" (gan-aug), "transferred"
-        (stylized: style from other real images; genint-transfer: from intervened images).
+        (stylized: style from other real images; genint-transfer: from intervened images),
+        "counterfactual" (CGN: images, shape labels, (B, 3) mechanism labels).
         A pure function of (seed, step)."""
         cfg, out = self.cfg, {}
         s = self.sampler
@@ -397,11 +417,23 @@ class Trainer:
                 style = self._to_real_range(s.sample(b)[0])
             self.transfer.rng.manual_seed(step_seed(cfg.seed, step, f"transfer{self.rank}"))
             out["transferred"] = (self.transfer(content, style).detach(), labels)
+        if self.counterfactuals is not None:
+            cf = self.counterfactuals
+            cf.rng.manual_seed(step_seed(cfg.seed, step, f"cgn{self.rank}"))
+            images, labels, record = cf.sample()
+            images = self._to_real_range(images)
+            if cfg.augment:   # the real stream's crop + flip, seeded per step
+                images = random_crop_flip(images, _gen(step_seed(cfg.seed, step, "cgn_aug"),
+                                                       "cpu"))
+            out["counterfactual"] = (images, labels, record.labels())
         return out
 
     # ------------------------------------------------------------------ one step
     def streams_for(self, step: int, generated=None, real=None):
         cfg = self.cfg
+        if cfg.mode == "cgn":   # counterfactuals only (the reference CGN classifier)
+            x, y, heads = generated["counterfactual"]
+            return [Stream("counterfactual", normalise(x), y, 1.0, head_labels=heads)]
         x, y = self.data.batch(step) if real is None else real
         if cfg.mode == "mixup":
             rng = np.random.default_rng(step_seed(cfg.seed, step, "mixup"))
@@ -411,21 +443,25 @@ class Trainer:
             return [Stream("real", normalise(x), y, 1.0, labels2=y[perm], lam=lam)]
         streams = [Stream("real", normalise(x), y, 1.0)]
         weights = {"intervened": cfg.lambda1, "generated": cfg.lambda1,
-                   "transferred": cfg.lambda2}
-        for name, (gx, gy) in (generated or {}).items():
-            streams.append(Stream(name, normalise(gx), gy, weights[name]))
+                   "transferred": cfg.lambda2,
+                   "counterfactual": cfg.lambda1 if cfg.lambda_cgn is None else cfg.lambda_cgn}
+        for name, (gx, gy, *heads) in (generated or {}).items():
+            streams.append(Stream(name, normalise(gx), gy, weights[name],
+                                  head_labels=heads[0] if heads else None))
         return streams
 
     def train_step(self, streams):
         self.model.train()
         if self.cfg.channels_last and self.device.type == "cuda":
-            streams = [Stream(s.name, s.images.contiguous(memory_format=torch.channels_last),
-                              s.labels, s.weight, s.labels2, s.lam) for s in streams]
+            streams = [dataclasses.replace(
+                s, images=s.images.contiguous(memory_format=torch.channels_last))
+                for s in streams]
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
                             enabled=self.amp_on):
             total, per = stream_losses(self.forward_model, streams,
-                                       concat=self.cfg.forward == "concat")
+                                       concat=self.cfg.forward == "concat",
+                                       ensemble=self.cfg.heads == "ensemble")
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -483,12 +519,13 @@ class Trainer:
         if cfg.tensorboard and self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
             tb = SummaryWriter(str(self.out / "tb"))
-        if self.sampler is not None or self.transfer is not None:
+        if (self.sampler is not None or self.transfer is not None
+                or self.counterfactuals is not None):
             self.producer = Producer(self.make_generated, self.step,
                                      threaded=cfg.producer == "thread",
                                      queue_size=cfg.queue_size, device=self.device)
         real_producer = None
-        if self.data.prefetch:   # decoding files overlaps the classifier too
+        if self.data.prefetch and cfg.mode != "cgn":   # decoding overlaps the classifier too
             real_producer = Producer(self.data.batch, self.step, threaded=True,
                                      queue_size=cfg.queue_size, device=self.device)
         bar = None

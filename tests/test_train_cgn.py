@@ -1,0 +1,182 @@
+"""Trainer with CGN counterfactuals (issue 11): modes cgn and real+cgn, the invariant ensemble,
+streams that compose, config checks, and eval of an ensemble checkpoint."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from genint_fast.cgn import CGNConfig, CGNTrainConfig, train_cgn
+from genint_fast.cli import main as cli_main
+from genint_fast.train import Trainer, load_config, stream_losses
+from genint_fast.train.models import EnsembleModel, build_model
+from genint_fast.train.objective import Stream
+
+TINY = ["steps=1", "data_size=120", "batch_size=16", "gen_batch_size=8", "num_directions=8",
+        "top_k=8", "m=3", "progress=false", "log_every=1", "checkpoint_every=100", "lr=0.05",
+        "cgn_batch_size=12", "augment=false", "producer=inline"]
+
+
+@pytest.fixture(scope="module")
+def cgn_ckpt(tmp_path_factory):
+    """A tiny CGN checkpoint (random mechanisms: the stream's plumbing is under test here)."""
+    path = tmp_path_factory.mktemp("cgn") / "cgn.pt"
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(32, 3, 32, 32, generator=g) * 2 - 1
+    labels = torch.arange(32) % 10
+    train_cgn(images, labels, path, model_config=CGNConfig(ch=8),
+              train_config=CGNTrainConfig(steps=1, batch_size=4, feature_net="none",
+                                          log_every=0), log=lambda *_: None)
+    return path
+
+
+def tiny(tmp_path, cgn_ckpt, *extra):
+    return load_config(None, TINY + [f"out={tmp_path / 'run'}", f"cgn={cgn_ckpt}", *extra])
+
+
+def _hand_ce(logits, y):
+    logp = logits.double().log_softmax(dim=1)
+    return -logp[torch.arange(len(y)), y].mean()
+
+
+def _row(cfg):
+    return json.loads((Path(cfg.out) / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_mode_cgn_trains_on_counterfactuals_only(tmp_path, cgn_ckpt):
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=cgn")
+    tr = Trainer(cfg, log=lambda *_: None)
+    model0 = copy.deepcopy(tr.model).train()
+    gen = tr.make_generated(0)
+    streams = tr.streams_for(0, gen)
+    assert [s.name for s in streams] == ["counterfactual"]
+    x, y, heads = gen["counterfactual"]
+    assert x.shape == (12, 3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    assert torch.equal(heads[:, 0], y) and heads.shape == (12, 3)
+    tr.fit()
+    with torch.no_grad():
+        ce = _hand_ce(model0(streams[0].images), y)
+    row = _row(cfg)
+    assert set(k for k in row if k.startswith("loss_")) == {"loss_counterfactual"}
+    assert row["loss"] == pytest.approx(float(ce), rel=1e-5)
+
+
+@pytest.mark.parametrize("extra, weight", [([], 0.05), (["lambda_cgn=0.7"], 0.7)])
+def test_mode_real_plus_cgn_weights_the_stream(tmp_path, cgn_ckpt, extra, weight):
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=real+cgn", *extra)   # lambda1 default 0.05
+    tr = Trainer(cfg, log=lambda *_: None)
+    model0 = copy.deepcopy(tr.model).train()
+    streams = tr.streams_for(0, tr.make_generated(0))
+    assert [s.name for s in streams] == ["real", "counterfactual"]
+    tr.fit()
+    xr, yr = streams[0].images, streams[0].labels
+    xc, yc = streams[1].images, streams[1].labels
+    with torch.no_grad():
+        logits = model0(torch.cat([xr, xc]))      # one concatenated forward
+    ce_r, ce_c = _hand_ce(logits[:len(yr)], yr), _hand_ce(logits[len(yr):], yc)
+    row = _row(cfg)
+    assert row["loss_real"] == pytest.approx(float(ce_r), rel=1e-5)
+    assert row["loss_counterfactual"] == pytest.approx(float(ce_c), rel=1e-5)
+    assert row["loss"] == pytest.approx(float(ce_r + weight * ce_c), rel=1e-5)
+
+
+def test_ensemble_losses_against_hand_computation(tmp_path, cgn_ckpt):
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=real+cgn", "heads=ensemble", "lambda_cgn=0.5")
+    tr = Trainer(cfg, log=lambda *_: None)
+    assert isinstance(tr.model, EnsembleModel) and len(tr.model.heads) == 3
+    model0 = copy.deepcopy(tr.model).train()
+    streams = tr.streams_for(0, tr.make_generated(0))
+    tr.fit()
+    xr, yr = streams[0].images, streams[0].labels
+    xc, hc = streams[1].images, streams[1].head_labels
+    with torch.no_grad():
+        heads = model0(torch.cat([xr, xc]), heads=True)     # (3, B, C)
+    hr, hcf = heads[:, :len(yr)], heads[:, len(yr):]
+    ce_real = _hand_ce(hr.mean(0), yr)                       # the mean of the heads on real
+    ce_cf = sum(_hand_ce(hcf[k], hc[:, k]) for k in range(3))  # each head, its own label
+    row = _row(cfg)
+    assert row["loss_real"] == pytest.approx(float(ce_real), rel=1e-5)
+    assert row["loss_counterfactual"] == pytest.approx(float(ce_cf), rel=1e-5)
+    assert row["loss"] == pytest.approx(float(ce_real + 0.5 * ce_cf), rel=1e-5)
+    # the texture and background heads see different labels than the shape head
+    assert not torch.equal(hc[:, 1], hc[:, 0]) or not torch.equal(hc[:, 2], hc[:, 0])
+
+
+def test_ensemble_forward_is_mean_of_heads_and_stream_losses_directly():
+    torch.manual_seed(0)
+    for name in ("smallcnn", "resnet18"):
+        m = build_model(name, 4, heads="ensemble").eval()
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            h = m(x, heads=True)
+            assert h.shape == (3, 2, 4)
+            assert torch.allclose(m(x), h.mean(0))
+    m = build_model("smallcnn", 4, heads="ensemble").train()
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1])
+    hl = torch.tensor([[0, 1, 2], [1, 1, 0], [2, 3, 3], [3, 0, 1], [0, 0, 0], [1, 2, 3]])
+    total, per = stream_losses(m, [Stream("cf", x, hl[:, 0], 2.0, head_labels=hl)],
+                               ensemble=True)
+    with torch.no_grad():
+        h = m(x, heads=True)
+    want = sum(_hand_ce(h[k], hl[:, k]) for k in range(3))
+    assert float(per["cf"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(total) == pytest.approx(2.0 * float(want), rel=1e-5)
+    with pytest.raises(ValueError, match="single or ensemble"):
+        build_model("smallcnn", 4, heads="many")
+
+
+def test_streams_compose_interventions_and_counterfactuals(tmp_path, cgn_ckpt):
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=genint", "lambda1=0.2", "lambda_cgn=0.3", "steps=2")
+    tr = Trainer(cfg, log=lambda *_: None)
+    streams = tr.streams_for(0, tr.make_generated(0))
+    assert [(s.name, s.weight) for s in streams] == [("real", 1.0), ("intervened", 0.2),
+                                                     ("counterfactual", 0.3)]
+    row = tr.fit()
+    assert {k for k in row if k.startswith("loss_")} == {"loss_real", "loss_intervened",
+                                                         "loss_counterfactual"}
+    assert row["loss"] == pytest.approx(row["loss_real"] + 0.2 * row["loss_intervened"]
+                                        + 0.3 * row["loss_counterfactual"], rel=1e-5)
+
+
+def test_counterfactual_stream_is_a_pure_function_of_step(tmp_path, cgn_ckpt):
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=real+cgn", "augment=true", "cgn_per_mask=3")
+    a = Trainer(cfg, log=lambda *_: None)
+    b = Trainer(cfg, log=lambda *_: None)
+    xa, ya, ha = a.make_generated(5)["counterfactual"]
+    a.make_generated(6)
+    xb, yb, hb = b.make_generated(5)["counterfactual"]
+    assert torch.equal(xa, xb) and torch.equal(ya, yb) and torch.equal(ha, hb)
+    assert not torch.equal(a.make_generated(7)["counterfactual"][0], xa)
+    assert torch.equal(ya.view(4, 3), ya.view(4, 3)[:, :1].expand(4, 3))   # 3 per mask
+
+
+@pytest.mark.parametrize("override, words", [
+    (["mode=cgn", "cgn=null"], "cgn must name a `genint-fast cgn` checkpoint"),
+    (["mode=real+cgn", "cgn=/nonexistent/cgn.pt"], "existing `genint-fast cgn` checkpoint"),
+    (["mode=erm", "heads=ensemble"], "ensemble needs a counterfactual stream"),
+    (["mode=erm", "heads=three"], "heads must be"),
+    (["mode=mixup", "CGN"], "cannot be combined with mode mixup"),
+    (["mode=real+cgn", "CGN", "cgn_labels=random"], "cgn_labels must be"),
+    (["mode=real+cgn", "CGN", "lambda_cgn=-1"], "lambda_cgn must be null or a number >= 0"),
+])
+def test_invalid_cgn_config_refused(override, words, cgn_ckpt):
+    over = [f"cgn={cgn_ckpt}" if o == "CGN" else o for o in override]
+    with pytest.raises(ValueError, match="invalid config") as info:
+        load_config(None, over)
+    assert words in str(info.value)
+
+
+def test_cli_train_and_eval_an_ensemble_checkpoint(tmp_path, cgn_ckpt, capsys):
+    out = tmp_path / "cli"
+    args = ["train", *TINY, "steps=2", "mode=real+cgn", "heads=ensemble", "eval_size=60",
+            f"cgn={cgn_ckpt}", f"out={out}"]
+    assert cli_main(args) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 2
+    assert cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--n", "60",
+                     "--split", "test-ood"]) == 0
+    res = json.loads(capsys.readouterr().out.strip())
+    assert res["n"] == 60 and res["top1"] == pytest.approx(summary["test-ood"]["top1"])
