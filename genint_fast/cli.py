@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "genint_fast.bench_cli",
     "genint_fast.gen_cli",
+    "genint_fast.cgn_cli",
     "genint_fast.data.cli",
     "genint_fast.train_cli",
     "genint_fast.transfer_cli",

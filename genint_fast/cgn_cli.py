@@ -1,0 +1,165 @@
+"""`genint-fast cgn`: train the small counterfactual generative network (CGN, 32x32) on the
+built-in biased digits or an image folder, then write its counterfactual sheet.
+
+Defaults come from the data: for `digits:<variant>` the reference's per-variant choices
+(discriminator, initialisation, mask-entropy weight, style weights); for an image folder the
+"textured" ones. A flag given on the command line overrides them. When --out holds a checkpoint
+the run resumes it, and settings not given on the command line are the checkpoint's own.
+Heavy imports (torch, torchvision) happen inside the command, so the CLI starts fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+# (flag attribute, CGNTrainConfig field) of the training settings the command line may override
+_TRAIN_FLAGS = (("steps", "steps"), ("batch_size", "batch_size"), ("lr_g", "lr_g"),
+                ("lr_d", "lr_d"), ("lambda_mask", "lambda_mask"), ("feature_net", "feature_net"),
+                ("checkpoint_every", "checkpoint_every"), ("log_every", "log_every"),
+                ("seed", "seed"))
+
+
+def register(sub) -> None:
+    p = sub.add_parser("cgn", help="train the small counterfactual generative network (CGN)",
+                       description="Train (or resume) the small 32x32 CGN: shape, texture and "
+                                   "background mechanisms; write a counterfactual sheet.")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="digits:<colored|double-colored|textured>[:RHO] (built-in biased digits, "
+                        "train split) or an image folder (class sub-folders, resized to 32x32)")
+    p.add_argument("--out", required=True, metavar="CKPT",
+                   help="checkpoint file (resumed if present, unless --no-resume)")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default 3000)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 32")
+    p.add_argument("--lr-g", type=float, default=None, help="generator Adam lr (default 2e-4)")
+    p.add_argument("--lr-d", type=float, default=None,
+                   help="discriminator Adam lr (default 2e-4)")
+    p.add_argument("--lambda-mask", type=float, default=None,
+                   help="weight of the mask binary entropy (default 0.1 colored, 0.3 others)")
+    p.add_argument("--feature-net", default=None, metavar="small|vgg16:PATH|none",
+                   help="feature network of the Gram style loss: the package's small net "
+                        "trained on the digits (default, cached), a torchvision ImageNet VGG16 "
+                        "weights file, or none (no style loss)")
+    p.add_argument("--ch", type=int, default=None,
+                   help="width of the mechanisms' first feature map (default 64, the reference)")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="default 500 (0: end only)")
+    p.add_argument("--log-every", type=int, default=None, help="default 100 (0: silent)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if --out exists")
+    p.add_argument("--samples", metavar="PNG",
+                   help="also write the counterfactual sheet (masks, textures, backgrounds, "
+                        "composites, then counterfactual rows; a column per class)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.set_defaults(func=cgn_main)
+
+
+def _log(msg):
+    print(msg, flush=True)
+
+
+def _variant(source: str):
+    """The digits variant of a --data source, or None for an image folder."""
+    if source.startswith("digits:"):
+        parts = source.split(":")
+        if len(parts) < 2 or not parts[1]:
+            raise ValueError(f"--data {source!r}: give digits:<colored|double-colored|textured>")
+        return parts[1]
+    return None
+
+
+def _check_flags(args) -> None:
+    """Refuse impossible flag values before any work (CGNConfig / CGNTrainConfig check the
+    rest: steps, batch size, lambda, feature net, ch)."""
+    for flag, value in (("--lr-g", args.lr_g), ("--lr-d", args.lr_d)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{flag} must be > 0, got {value}")
+    for flag, value in (("--checkpoint-every", args.checkpoint_every),
+                        ("--log-every", args.log_every)):
+        if value is not None and value < 0:
+            raise ValueError(f"{flag} must be >= 0, got {value}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    if args.samples and Path(args.samples).is_dir():
+        raise ValueError(f"--samples {args.samples} is a folder; give a .png file name")
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a checkpoint file name")
+
+
+def _load_data(source):
+    from .gen_cli import load_training_data
+
+    try:
+        return load_training_data(source)
+    except (ValueError, FileNotFoundError, RuntimeError):
+        raise
+    except (OSError, SyntaxError, EOFError) as exc:
+        # PIL: UnidentifiedImageError (an OSError), truncated or broken files
+        raise ValueError(f"cannot read an image of --data {source}: {exc}; remove or replace "
+                         f"that file (every file under the class folders must be an image)"
+                         ) from None
+
+
+def _configs(args, variant, num_classes, state):
+    """(CGNConfig, CGNTrainConfig): the checkpoint's own settings when resuming, else the
+    variant's defaults; flags given on the command line override either."""
+    from .cgn import CGNConfig, CGNTrainConfig
+
+    train_over = {field: getattr(args, attr) for attr, field in _TRAIN_FLAGS
+                  if getattr(args, attr) is not None}
+    model_over = {"ch": args.ch} if args.ch is not None else {}
+    if state is not None:
+        mc = dict(state["model_config"], num_classes=num_classes, **model_over)
+        tc = dict(state["train_config"], **train_over)
+        return CGNConfig(**mc), CGNTrainConfig(**tc)
+    v = variant or "textured"
+    return (CGNConfig.for_variant(v, num_classes=num_classes, **model_over),
+            CGNTrainConfig.for_variant(v, **train_over))
+
+
+def cgn_main(args) -> int:
+    import torch
+
+    from .cgn import (counterfactual_sheet, load_cgn, mask_statistics, read_cgn_checkpoint,
+                      train_cgn)
+
+    _check_flags(args)
+    variant = _variant(args.data)
+    # validate the flags against the configs before loading any data
+    _configs(args, variant, 10, None)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {args.device} was asked for but no CUDA GPU is visible")
+    out = Path(args.out)
+    resume = not args.no_resume
+    state = read_cgn_checkpoint(out) if (resume and out.is_file()) else None
+
+    images, labels, classes = _load_data(args.data)
+    _log(f"training data: {images.shape[0]} images, {len(classes)} classes "
+         f"({'digits:' + variant if variant else 'folder'} defaults"
+         f"{', resuming ' + str(out) + ' with its settings' if state is not None else ''})")
+    mc, tc = _configs(args, variant, len(classes), state)
+    del state
+    summary = train_cgn(images, labels, out, model_config=mc, train_config=tc, resume=resume,
+                        device=device, log=_log)
+    cgn = load_cgn(out, device=device)
+    stats = mask_statistics(cgn, seed=tc.seed)
+    _log(f"masks: mean {stats['mean']:.3f}, near-binary share {stats['binary_share']:.3f}, "
+         f"entropy {stats['entropy_bits']:.3f} bits (n={stats['n']})")
+    summary.update(classes=list(classes), model_config=mc.to_dict(),
+                   train_config=tc.to_dict(), mask=stats)
+    if args.samples:
+        counterfactual_sheet(cgn, args.samples, seed=tc.seed)
+        summary["samples"] = str(args.samples)
+        _log(f"counterfactual sheet: {args.samples}")
+    _log(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from .cli import main
+
+    sys.exit(main(["cgn", *sys.argv[1:]]))

@@ -1,0 +1,440 @@
+"""Small-image CGN (genint_fast.cgn): composition, mask range, shuffler, counterfactual sampler,
+style loss, training resume (bitwise, across SIGKILL) and the `genint-fast cgn` command.
+
+Everything here is tiny (ch=8, batches of 4-8, a few steps) and runs on one thread; no feature
+network is trained (feature_net="none" or a random small_vgg)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genint_fast.cgn import (CGNConfig, CGNTrainConfig, CounterfactualSampler, SmallCGN,
+                             load_cgn, read_cgn_checkpoint, shuffle_texture, train_cgn)
+from genint_fast.cgn.small import MASK_MAX, MASK_MIN
+from genint_fast.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread in these tests (tiny ops; the machine is shared), restored after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny_cgn(num_classes=10, seed=0, **kw) -> SmallCGN:
+    torch.manual_seed(seed)
+    return SmallCGN(CGNConfig(num_classes=num_classes, ch=8, **kw))
+
+
+def toy_data(n=24, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % classes
+    images = torch.rand(n, 3, 32, 32, generator=g) * 0.5 - 0.25
+    images = images + (labels.float() / classes - 0.4)[:, None, None, None]
+    return images.clamp(-1, 1), labels
+
+
+def tensors_equal(a, b, where="") -> None:
+    """Recursive bitwise comparison of checkpoint contents (tensors, dicts, lists, scalars)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            tensors_equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            tensors_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)
+
+
+# ------------------------------------------------------------------------- mechanisms
+def test_composition_shapes_and_factual_counterfactual():
+    cgn = tiny_cgn().eval()
+    u, y = cgn.sample_noise(6, torch.Generator().manual_seed(1)), torch.tensor([0, 1, 2, 3, 4, 5])
+    with torch.no_grad():
+        out = cgn(u, y, torch.Generator().manual_seed(7))
+        assert out.mask.shape == (6, 1, 32, 32)
+        assert out.foreground.shape == out.background.shape == out.image.shape == (6, 3, 32, 32)
+        assert torch.equal(out.image, out.mask * out.foreground + (1 - out.mask) * out.background)
+        # counterfactual with the factual classes, noise and generator state = the factual one
+        cf = cgn.counterfactual(y, y, y, generator=torch.Generator().manual_seed(7),
+                                u_shape=u, u_texture=u, u_background=u)
+        for part in ("mask", "foreground", "background", "image"):
+            assert torch.equal(getattr(cf, part), getattr(out, part)), part
+        # changing the texture class changes the foreground only: the mechanisms are independent
+        cf2 = cgn.counterfactual(y, (y + 1) % 10, y, generator=torch.Generator().manual_seed(7),
+                                 u_shape=u, u_texture=u, u_background=u)
+    assert torch.equal(cf2.mask, out.mask) and torch.equal(cf2.background, out.background)
+    assert not torch.allclose(cf2.foreground, out.foreground)
+    assert torch.equal(cf2.image, cf2.mask * cf2.foreground + (1 - cf2.mask) * cf2.background)
+    with pytest.raises(ValueError, match="labels must be in"):
+        cgn(u, torch.full((6,), 10))
+
+
+@pytest.mark.parametrize("init,gain", [("orthogonal", 0.1), ("normal", 0.5)])
+def test_mask_stays_in_open_unit_interval(init, gain):
+    cgn = tiny_cgn(init=init, init_gain=gain)
+    g = torch.Generator().manual_seed(3)
+    u = cgn.sample_noise(8, g) * 100.0
+    y = torch.randint(10, (8,), generator=g)
+    lo, hi = torch.tensor(MASK_MIN), torch.tensor(MASK_MAX)  # the float32 bounds of the clamp
+    for train in (True, False):
+        cgn.train(train)
+        with torch.no_grad():
+            out = cgn(u, y, g)
+            m2 = cgn.mask(-u * 10, y)
+        for m in (out.mask, m2):
+            assert torch.isfinite(m).all()
+            assert float(m.min()) >= float(lo) and float(m.max()) <= float(hi)
+            assert float(m.min()) > 0 and float(m.max()) < 1
+        assert float(out.image.abs().max()) <= 1.0
+
+
+def test_shuffler_is_a_per_sample_cyclic_shift():
+    b = 16
+    x = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32).repeat(b, 3, 1, 1)
+    x = x + torch.arange(3.0).view(1, 3, 1, 1) * 10_000  # distinct values per channel too
+    shifts = torch.stack([torch.arange(b) * 3 % 32, torch.arange(b) * 7 % 32], 1)
+    out = shuffle_texture(x, shifts=shifts)
+    tiled = x.repeat(1, 1, 2, 2)
+    for i, (dy, dx) in enumerate(shifts.tolist()):
+        # crop of the 2x2 tiling at offset (dy, dx) == a cyclic roll of the sample by (-dy, -dx)
+        assert torch.equal(out[i], tiled[i, :, dy:dy + 32, dx:dx + 32])
+        assert torch.equal(out[i], torch.roll(x[i], shifts=(-dy, -dx), dims=(1, 2)))
+    # drawn shifts: every sample keeps its pixel multiset, different samples get different shifts
+    drawn = shuffle_texture(x, torch.Generator().manual_seed(0))
+    again = shuffle_texture(x, torch.Generator().manual_seed(0))
+    assert torch.equal(drawn, again)
+    assert torch.equal(drawn.flatten(2).sort(-1).values, x.flatten(2).sort(-1).values)
+    offsets = drawn[:, 0, 0, 0].long()                 # = x[dy, dx] = 32 * dy + dx
+    assert len(set(offsets.tolist())) >= b - 2         # 16 draws of 1024 shifts
+    for i, o in enumerate(offsets.tolist()):
+        assert torch.equal(drawn[i], torch.roll(x[i], shifts=(-(o // 32), -(o % 32)), dims=(1, 2)))
+
+
+# --------------------------------------------------------------------------- sampler
+def test_counterfactual_labels_are_independent():
+    from scipy.stats import chi2_contingency
+
+    sampler = CounterfactualSampler(tiny_cgn(), batch_size=500, labels="uniform", seed=0)
+    recs = [sampler.sample()[2] for _ in range(10)]
+    shape = torch.cat([r.shape for r in recs]).numpy()
+    tex = torch.cat([r.texture for r in recs]).numpy()
+    bg = torch.cat([r.background for r in recs]).numpy()
+    assert shape.shape == (5000,)
+
+    def table(a, b):
+        t = np.zeros((10, 10))
+        np.add.at(t, (a, b), 1)
+        return t
+
+    for other in (tex, bg):
+        assert chi2_contingency(table(shape, other)).pvalue > 1e-3
+    assert chi2_contingency(table(tex, bg)).pvalue > 1e-3
+    # the test can fail: a texture tied to the shape is flagged at once
+    assert chi2_contingency(table(shape, shape)).pvalue < 1e-6
+    assert chi2_contingency(table(shape, np.where(np.arange(5000) % 4 == 0, tex, shape))
+                            ).pvalue < 1e-6
+
+
+def test_permute_mode_and_per_mask_groups():
+    cgn = tiny_cgn()
+    sampler = CounterfactualSampler(cgn, batch_size=32, labels="permute", seed=1)
+    moved = 0
+    for _ in range(3):
+        images, y, rec = sampler.sample()
+        assert images.shape == (32, 3, 32, 32) and torch.equal(y, rec.shape)
+        assert torch.equal(rec.labels(), torch.stack([rec.shape, rec.texture, rec.background], 1))
+        for other in (rec.texture, rec.background):
+            assert torch.equal(other.sort().values, y.sort().values)
+            moved += int((other != y).sum())
+    assert moved > 0
+
+    # per_mask=k: groups of k share the shape label and the mask. Stub the textures (+1 / -1)
+    # so that the image is 2m - 1 and the mask can be read back.
+    def flat_textures(u, y, generator=None, *, which="texture"):
+        return torch.full((u.shape[0], 3, 32, 32), 1.0 if which == "texture" else -1.0)
+
+    cgn.textures = flat_textures
+    k = 4
+    sampler = CounterfactualSampler(cgn, batch_size=14, per_mask=k, seed=2)
+    images, y, rec = sampler.sample()
+    assert images.shape[0] == 14 and y.shape == (14,)
+    groups = [slice(s, min(s + k, 14)) for s in range(0, 14, k)]
+    for gsl in groups:
+        assert (y[gsl] == y[gsl][0]).all()
+        assert (images[gsl] == images[gsl][:1]).all()
+    assert not torch.equal(images[0], images[k])                # fresh mask noise per group
+
+
+def test_sampler_is_deterministic_by_seed_and_state():
+    cgn = tiny_cgn()
+    a, b, c = (CounterfactualSampler(cgn, batch_size=8, seed=s) for s in (5, 5, 6))
+    xa, ya, ra = next(a)
+    xb, yb, rb = next(b)
+    xc, yc, rc = next(c)
+    assert torch.equal(xa, xb) and torch.equal(ra.labels(), rb.labels())
+    assert not torch.equal(xa, xc)
+    state = a.state_dict()
+    want = a.sample()
+    d = CounterfactualSampler(cgn, batch_size=8, seed=99)
+    d.load_state_dict(state)
+    got = d.sample()
+    assert torch.equal(want[0], got[0]) and torch.equal(want[2].labels(), got[2].labels())
+    assert not torch.equal(want[0], xa)
+
+
+# ------------------------------------------------------------------------ style loss
+def test_style_loss_is_gram_matching_with_gradient():
+    from genint_fast.cgn.train import SMALL_LAYERS, _style_loss
+    from genint_fast.features import small_vgg
+
+    net = small_vgg(layers=SMALL_LAYERS, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 32, 32, generator=g).requires_grad_(True)
+    y = torch.rand(4, 3, 32, 32, generator=g) * 0.5
+    w = [0.05, 0.1, 0.01]
+    same = _style_loss(net, w, x, x.detach())
+    assert 0.0 <= same.item() < 1e-9                       # only the sqrt's epsilon
+    same.backward()
+    assert torch.isfinite(x.grad).all()                    # no NaN from sqrt at 0
+    x.grad = None
+    assert _style_loss(net, [0.0, 0.0, 0.0], x, y).item() == 0.0
+    loss = _style_loss(net, w, x, y)
+    assert loss.item() > 1e3 * same.item()
+
+    def gram(f):  # the reference's F F^T / (C H W)
+        f = f.flatten(2)
+        return f @ f.transpose(1, 2) / f[0].numel()
+
+    # sum_l w_l^2 * RMS of the Gram difference per pair, batch mean
+    want = sum(wi ** 2 * ((gram(a) - gram(b)) ** 2).mean((1, 2)).sqrt().mean()
+               for wi, a, b in zip(w, net(x), net(y)))
+    torch.testing.assert_close(loss, want, rtol=1e-4, atol=0)
+    loss.backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+
+
+# -------------------------------------------------------------------------- training
+def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypatch):
+    """In process: 4 steps straight == 2 steps + resume to 4 (conv D with batch norm, a random
+    small_vgg standing in for the trained feature net)."""
+    import genint_fast.cgn.train as cgn_train
+    from genint_fast.features import small_vgg
+
+    net = small_vgg(layers=cgn_train.SMALL_LAYERS, seed=0)
+    monkeypatch.setattr(cgn_train, "style_feature_net",
+                        lambda spec, device="cpu", log=None: (net, lambda w: [w[0], w[1], w[2]]))
+    images, labels = toy_data()
+    mc = CGNConfig.for_variant("textured", num_classes=3, ch=8)
+    kw = dict(model_config=mc, log=lambda m: None)
+
+    def tc(steps):
+        return CGNTrainConfig.for_variant("textured", steps=steps, batch_size=4, checkpoint_every=0,
+                                          style_scale=5e5, seed=3)
+
+    s = train_cgn(images, labels, tmp_path / "a.pt", train_config=tc(4), **kw)
+    assert s["steps"] == 4 and s["style"] > 0 and all(np.isfinite(s[k]) for k in ("d", "g_adv"))
+    train_cgn(images, labels, tmp_path / "b.pt", train_config=tc(2), **kw)
+    assert read_cgn_checkpoint(tmp_path / "b.pt")["step"] == 2
+    train_cgn(images, labels, tmp_path / "b.pt", train_config=tc(4), **kw)
+    a, b = (torch.load(tmp_path / n, weights_only=False) for n in ("a.pt", "b.pt"))
+    assert a["step"] == b["step"] == 4
+    tensors_equal(a, b)
+    cgn = load_cgn(tmp_path / "a.pt")
+    assert cgn.num_classes == 3 and cgn.steps_trained == 4 and not cgn.training
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+_SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    torch.set_num_threads(1)
+    from genint_fast.cgn import CGNConfig, CGNTrainConfig, train_cgn
+    out, action = sys.argv[1:3]
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(24) % 3
+    images = torch.rand(24, 3, 32, 32, generator=g) * 2 - 1
+    mc = CGNConfig.for_variant("colored", num_classes=3, ch=8)
+    tc = CGNTrainConfig.for_variant("colored", steps=8, batch_size=4, feature_net="none",
+                                    checkpoint_every=2, log_every=1, seed=5)
+    def log(msg):
+        print(msg, flush=True)
+        if action == "slow":
+            time.sleep(0.4)
+    train_cgn(images, labels, out, model_config=mc, train_config=tc, log=log)
+""")
+
+
+def _spawn(out, action):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(out), action], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-3000:]
+    return out.decode()
+
+
+def test_sigkill_then_resume_is_bitwise_equal(tmp_path):
+    """MLP discriminator with dropout (global RNG) and the sampling generator: a run killed with
+    SIGKILL after its first checkpoint and resumed ends bitwise equal to an uninterrupted run."""
+    full, killed = tmp_path / "full.pt", tmp_path / "killed.pt"
+    pf = _spawn(full, "run")
+    pk = _spawn(killed, "slow")
+    t0 = time.time()
+    while not killed.exists():
+        if pk.poll() is not None:
+            raise AssertionError(f"ended early: {pk.stderr.read().decode()[-2000:]}")
+        if time.time() - t0 > 60:
+            pk.kill()
+            raise AssertionError("no checkpoint within 60 s")
+        time.sleep(0.02)
+    pk.send_signal(signal.SIGKILL)
+    pk.wait()
+    assert pk.returncode == -signal.SIGKILL
+    step = read_cgn_checkpoint(killed)["step"]
+    assert step in (2, 4, 6), step                    # killed part-way, at a checkpoint
+    _finish(pf)
+    log = _finish(_spawn(killed, "run"))
+    assert f"resumed {killed} at step {step}" in log
+    a, b = read_cgn_checkpoint(full), read_cgn_checkpoint(killed)
+    assert a["step"] == b["step"] == 8
+    assert set(a) >= {"G", "D", "opt_g", "opt_d", "rng", "torch_rng"}
+    tensors_equal(a, b)
+
+
+def test_resume_refuses_changed_settings_and_foreign_files(tmp_path):
+    images, labels = toy_data()
+    out = tmp_path / "c.pt"
+    tc = CGNTrainConfig(steps=1, batch_size=4, feature_net="none", checkpoint_every=0)
+    quiet = dict(log=lambda m: None)
+    train_cgn(images, labels, out, model_config=CGNConfig(num_classes=3, ch=8), train_config=tc,
+              **quiet)
+    with pytest.raises(ValueError, match=r"model config differs in ch \(8 there, 16 now\)"):
+        train_cgn(images, labels, out, model_config=CGNConfig(num_classes=3, ch=16),
+                  train_config=tc, **quiet)
+    tc2 = CGNTrainConfig(steps=2, batch_size=4, feature_net="none", lr_g=1e-3)
+    with pytest.raises(ValueError, match=r"settings differ in lr_g"):
+        train_cgn(images, labels, out, model_config=CGNConfig(num_classes=3, ch=8),
+                  train_config=tc2, **quiet)
+    assert read_cgn_checkpoint(out)["step"] == 1          # refused before any work
+    # resume=False starts afresh under the same name
+    s = train_cgn(images, labels, out, model_config=CGNConfig(num_classes=3, ch=16),
+                  train_config=tc, resume=False, **quiet)
+    assert s["steps"] == 1 and read_cgn_checkpoint(out)["model_config"]["ch"] == 16
+
+    torch.save({"step": 3, "G": {}}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a genint-fast CGN checkpoint"):
+        train_cgn(images, labels, tmp_path / "other.pt", train_config=tc, **quiet)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(RuntimeError, match="cannot read CGN checkpoint"):
+        load_cgn(tmp_path / "junk.pt")
+    with pytest.raises(FileNotFoundError, match="genint-fast cgn"):
+        load_cgn(tmp_path / "absent.pt")
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        train_cgn(images * 3, labels, tmp_path / "x.pt", train_config=tc, **quiet)
+
+
+# ------------------------------------------------------------------------------- CLI
+def _image_folder(root: Path, classes=("a", "b"), per_class=4) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            arr = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    return root
+
+
+def test_cli_defaults_per_variant_and_overrides():
+    from genint_fast.cgn_cli import _configs
+    from genint_fast.cli import build_parser
+
+    args = build_parser().parse_args(["cgn", "--data", "digits:double-colored", "--out", "x"])
+    mc, tc = _configs(args, "double-colored", 10, None)
+    assert (mc.disc, mc.init, mc.init_gain, mc.ch) == ("mlp", "orthogonal", 0.2, 64)
+    assert tc.lambda_mask == 0.3 and tc.style_weights == [0.0, 0.05, 0.0, 0.05]
+    args = build_parser().parse_args(["cgn", "--data", "digits:colored", "--out", "x",
+                                      "--lambda-mask", "0.5", "--ch", "8", "--steps", "7"])
+    mc, tc = _configs(args, "colored", 10, None)
+    assert (mc.init_gain, mc.ch, tc.lambda_mask, tc.steps) == (0.1, 8, 0.5, 7)
+    assert tc.style_weights == [0.05, 0.1, 0.01, 0.0] and tc.lr_g == 2e-4
+    mc, tc = _configs(args, None, 4, None)                 # an image folder: "textured"
+    assert (mc.disc, mc.init, mc.num_classes) == ("conv", "normal", 4)
+
+
+def test_cli_trains_resumes_and_writes_the_sheet(tmp_path, capsys):
+    data = _image_folder(tmp_path / "imgs")
+    ckpt, sheet = tmp_path / "cgn.pt", tmp_path / "sheet.png"
+    base = ["cgn", "--data", str(data), "--out", str(ckpt), "--batch-size", "4",
+            "--feature-net", "none", "--log-every", "1"]
+    assert cli_main([*base, "--steps", "2", "--ch", "8", "--samples", str(sheet)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["steps"] == 2 and summary["classes"] == ["a", "b"]
+    assert summary["model_config"]["disc"] == "conv" and summary["train_config"]["lambda_mask"] == 0.3
+    assert 0 < summary["mask"]["mean"] < 1 and summary["mask"]["n"] == 500
+    assert any(line.startswith("cgn step 2/2") for line in lines)
+    cgn = load_cgn(ckpt)
+    assert cgn.num_classes == 2 and cgn.config.ch == 8 and cgn.steps_trained == 2
+    from PIL import Image
+
+    with Image.open(sheet) as im:   # 2 class columns, 4 factual + 3 counterfactual rows, pad 2
+        assert im.size == (2 * 34 + 2, 7 * 34 + 2)
+    # resume: settings not given come from the checkpoint (ch=8 here)
+    assert cli_main([*base, "--steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed {ckpt} at step 2" in out and json.loads(out.strip().splitlines()[-1])["steps"] == 3
+    assert cli_main([*base, "--steps", "4", "--ch", "16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ch (8 there, 16 now)" in err and len(err.splitlines()) == 1
+
+
+def test_cli_bad_inputs_end_in_one_line(tmp_path, capsys):
+    data = _image_folder(tmp_path / "imgs", per_class=2)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    base = ["--batch-size", "4", "--steps", "1", "--feature-net", "none", "--ch", "8"]
+    cases = {
+        "missing folder": ["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m.pt")],
+        "text file as --out": ["--data", str(data), "--out", str(text)],
+        "folder as --out": ["--data", str(data), "--out", str(tmp_path)],
+        "batch 1": ["--data", str(data), "--out", str(tmp_path / "m.pt"), "--batch-size", "1"],
+        "feature net": ["--data", str(data), "--out", str(tmp_path / "m.pt"),
+                        "--feature-net", "resnet"],
+        "lr": ["--data", str(data), "--out", str(tmp_path / "m.pt"), "--lr-g", "0"],
+        "ch": ["--data", str(data), "--out", str(tmp_path / "m.pt"), "--ch", "0"],
+    }
+    for name, argv in cases.items():
+        assert cli_main(["cgn", *base, *argv]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("genint-fast cgn: error:"), (name, err)
+        assert "Traceback" not in err
+    assert text.read_text() == "not a checkpoint\n" and not (tmp_path / "m.pt").exists()
+    # a corrupt image in the folder
+    (data / "b" / "broken.png").write_bytes(b"this is not a png")
+    assert cli_main(["cgn", *base, "--data", str(data), "--out", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.png" in err and "remove or replace" in err
+    assert not (tmp_path / "m.pt").exists()
