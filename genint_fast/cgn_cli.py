@@ -31,9 +31,9 @@ def register(sub) -> None:
                    help="checkpoint file (resumed if present, unless --no-resume)")
     p.add_argument("--steps", type=int, default=None, help="total steps (default 3000)")
     p.add_argument("--batch-size", type=int, default=None, help="default 32")
-    p.add_argument("--lr-g", type=float, default=None, help="generator Adam lr (default 2e-4)")
+    p.add_argument("--lr-g", type=float, default=None, help="generator Adam lr (default 1e-3; the reference 2e-4)")
     p.add_argument("--lr-d", type=float, default=None,
-                   help="discriminator Adam lr (default 2e-4)")
+                   help="discriminator Adam lr (default 1e-3; the reference 2e-4)")
     p.add_argument("--lambda-mask", type=float, default=None,
                    help="weight of the mask binary entropy (default 0.1 colored, 0.3 others)")
     p.add_argument("--feature-net", default=None, metavar="small|vgg16:PATH|none",
@@ -41,7 +41,7 @@ def register(sub) -> None:
                         "trained on the digits (default, cached), a torchvision ImageNet VGG16 "
                         "weights file, or none (no style loss)")
     p.add_argument("--ch", type=int, default=None,
-                   help="width of the mechanisms' first feature map (default 64, the reference)")
+                   help="width of the mechanisms' first feature map (default 32; the reference 64)")
     p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--checkpoint-every", type=int, default=None, help="default 500 (0: end only)")
     p.add_argument("--log-every", type=int, default=None, help="default 100 (0: silent)")

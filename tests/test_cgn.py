@@ -233,9 +233,10 @@ def test_style_loss_is_gram_matching_with_gradient():
 
 
 # -------------------------------------------------------------------------- training
-def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypatch):
+@pytest.mark.parametrize("d_noise", [0.0, 0.1])
+def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypatch, d_noise):
     """In process: 4 steps straight == 2 steps + resume to 4 (conv D with batch norm, a random
-    small_vgg standing in for the trained feature net)."""
+    small_vgg standing in for the trained feature net, with and without instance noise)."""
     import genint_fast.cgn.train as cgn_train
     from genint_fast.features import small_vgg
 
@@ -243,12 +244,12 @@ def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypat
     monkeypatch.setattr(cgn_train, "style_feature_net",
                         lambda spec, device="cpu", log=None: (net, lambda w: [w[0], w[1], w[2]]))
     images, labels = toy_data()
-    mc = CGNConfig.for_variant("textured", num_classes=3, ch=8)
+    mc = CGNConfig.for_variant("textured", num_classes=3, ch=8, disc="conv")
     kw = dict(model_config=mc, log=lambda m: None)
 
     def tc(steps):
         return CGNTrainConfig.for_variant("textured", steps=steps, batch_size=4, checkpoint_every=0,
-                                          style_scale=5e5, seed=3)
+                                          style_scale=5e5, seed=3, d_noise=d_noise)
 
     s = train_cgn(images, labels, tmp_path / "a.pt", train_config=tc(4), **kw)
     assert s["steps"] == 4 and s["style"] > 0 and all(np.isfinite(s[k]) for k in ("d", "g_adv"))
@@ -332,7 +333,7 @@ def test_resume_refuses_changed_settings_and_foreign_files(tmp_path):
     with pytest.raises(ValueError, match=r"model config differs in ch \(8 there, 16 now\)"):
         train_cgn(images, labels, out, model_config=CGNConfig(num_classes=3, ch=16),
                   train_config=tc, **quiet)
-    tc2 = CGNTrainConfig(steps=2, batch_size=4, feature_net="none", lr_g=1e-3)
+    tc2 = CGNTrainConfig(steps=2, batch_size=4, feature_net="none", lr_g=2e-4)
     with pytest.raises(ValueError, match=r"settings differ in lr_g"):
         train_cgn(images, labels, out, model_config=CGNConfig(num_classes=3, ch=8),
                   train_config=tc2, **quiet)
@@ -373,15 +374,17 @@ def test_cli_defaults_per_variant_and_overrides():
 
     args = build_parser().parse_args(["cgn", "--data", "digits:double-colored", "--out", "x"])
     mc, tc = _configs(args, "double-colored", 10, None)
-    assert (mc.disc, mc.init, mc.init_gain, mc.ch) == ("mlp", "orthogonal", 0.2, 64)
+    assert (mc.disc, mc.init, mc.init_gain, mc.ch) == ("mlp", "orthogonal", 0.2, 32)
+    assert mc.d_spectral_norm and not mc.out_batchnorm
     assert tc.lambda_mask == 0.3 and tc.style_weights == [0.0, 0.05, 0.0, 0.05]
     args = build_parser().parse_args(["cgn", "--data", "digits:colored", "--out", "x",
                                       "--lambda-mask", "0.5", "--ch", "8", "--steps", "7"])
     mc, tc = _configs(args, "colored", 10, None)
     assert (mc.init_gain, mc.ch, tc.lambda_mask, tc.steps) == (0.1, 8, 0.5, 7)
-    assert tc.style_weights == [0.05, 0.1, 0.01, 0.0] and tc.lr_g == 2e-4
+    assert tc.style_weights == [0.05, 0.1, 0.01, 0.0] and tc.lr_g == tc.lr_d == 1e-3
+    assert tc.style_scale == 50.0            # small feature net; 5e3 (reference) for vgg16
     mc, tc = _configs(args, None, 4, None)                 # an image folder: "textured"
-    assert (mc.disc, mc.init, mc.num_classes) == ("conv", "normal", 4)
+    assert (mc.disc, mc.init, mc.num_classes) == ("mlp", "normal", 4)
 
 
 def test_cli_trains_resumes_and_writes_the_sheet(tmp_path, capsys):
@@ -393,7 +396,7 @@ def test_cli_trains_resumes_and_writes_the_sheet(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["steps"] == 2 and summary["classes"] == ["a", "b"]
-    assert summary["model_config"]["disc"] == "conv" and summary["train_config"]["lambda_mask"] == 0.3
+    assert summary["model_config"]["disc"] == "mlp" and summary["train_config"]["lambda_mask"] == 0.3
     assert 0 < summary["mask"]["mean"] < 1 and summary["mask"]["n"] == 500
     assert any(line.startswith("cgn step 2/2") for line in lines)
     cgn = load_cgn(ckpt)
@@ -438,3 +441,24 @@ def test_cli_bad_inputs_end_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "broken.png" in err and "remove or replace" in err
     assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("disc", ["mlp", "conv", "projection"])
+@pytest.mark.parametrize("sn", [True, False])
+def test_discriminators_score_each_image_and_spectral_norm_is_applied(disc, sn):
+    from genint_fast.cgn import build_discriminator
+
+    cfg = CGNConfig(num_classes=4, ch=8, disc=disc, d_spectral_norm=sn)
+    torch.manual_seed(0)
+    d = build_discriminator(cfg)
+    x, y = torch.rand(5, 3, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 3, 0])
+    out = d(x, y)
+    assert out.shape == (5,) and torch.isfinite(out).all()
+    layers = [m for m in d.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    normed = [m for m in layers if hasattr(m, "parametrizations")]
+    if sn or disc == "projection":          # the projection D always has spectral norm
+        assert len(normed) == len(layers)
+    else:
+        assert not normed
+    # the label matters: the same image scored under another class differs
+    assert not torch.allclose(d.eval()(x, y), d(x, (y + 1) % 4))
