@@ -28,7 +28,11 @@ import torch
 
 __all__ = ["DemoConfig", "METHODS", "run_demo", "quick_config", "format_results_table"]
 
-METHODS = ("erm", "gan-aug", "genint", "genint-transfer")
+METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "cgn", "real+cgn")
+GAN_METHODS = ("gan-aug", "genint", "genint-transfer")
+CGN_METHODS = ("cgn", "real+cgn")
+# The issue's targets for CGN's OOD top-1 (%) per variant (the paper reports 95.1 / 89.0 / 85.7).
+CGN_TARGETS = {"colored": 90.0, "double-colored": 85.0, "textured": 80.0}
 
 WHY_VARIANT = (
     "colored digits: the stroke colour is the only nuisance and it is tied to the class with "
@@ -73,6 +77,13 @@ class DemoConfig:
     transfer_batch_size: int = 8
     transfer_steps: tuple = (5, 15)
     transfer_features: str = "small:random"
+    # CGN (genint_fast.cgn): mechanisms trained on the training split, cached in OUT/cgn.pt
+    cgn_steps: int = 3000
+    cgn_batch_size: int = 32
+    cgn_feature_net: str = "small"
+    cgn_stream_batch_size: int = 64   # counterfactuals per classifier step
+    cgn_per_mask: int = 1
+    lambda_cgn: float = 1.0           # weight of the counterfactual stream in real+cgn
     threads: int = 2
     quick: bool = False
     extra: dict = field(default_factory=dict)
@@ -86,11 +97,13 @@ class DemoConfig:
         if not 0 <= self.rho <= 1:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
         for key in ("train_size", "test_size", "seeds", "steps", "batch_size", "gen_batch_size",
-                    "num_directions", "top_k", "m", "threads", "gan_batch_size"):
+                    "num_directions", "top_k", "m", "threads", "gan_batch_size",
+                    "cgn_batch_size", "cgn_stream_batch_size", "cgn_per_mask"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.gan_steps < 0:
-            raise ValueError(f"gan_steps must be >= 0, got {self.gan_steps}")
+        if self.gan_steps < 0 or self.cgn_steps < 0:
+            raise ValueError(f"gan_steps and cgn_steps must be >= 0, got {self.gan_steps}, "
+                             f"{self.cgn_steps}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got "
@@ -104,6 +117,7 @@ class DemoConfig:
 def quick_config(**overrides) -> DemoConfig:
     """A small configuration that runs in about a minute on 2 CPU cores (tests, CI)."""
     base = dict(train_size=600, test_size=200, gan_steps=20, gan_batch_size=16, seeds=1,
+                cgn_steps=20, cgn_batch_size=16, cgn_feature_net="none", cgn_stream_batch_size=16,
                 steps=25, batch_size=32, gen_batch_size=8, transfer_batch_size=4,
                 transfer_steps=(2, 3),
                 num_directions=10, top_k=10, quick=True)
@@ -119,19 +133,35 @@ def _mean_std(values):
     return mean, std
 
 
+def _ci95(values) -> float:
+    """Half-width of the 95% Student-t interval of the mean (nan for one value)."""
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        return float("nan")
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+
+
 def machine_line() -> str:
     from .benchmarks.common import machine
     return machine()
 
 
 def format_results_table(results: dict) -> str:
-    """Markdown table: method | ID top-1 | OOD top-1 | OOD - ID gap | seconds per run."""
+    """Markdown table: method | ID top-1 | OOD top-1 (mean +- 95% interval half-width, and the
+    standard deviation) | seconds per run | seeds."""
     n = results["config"]["seeds"]
     lines = ["| method | ID top-1 (%) | OOD top-1 (%) | train s / run | seeds |",
              "|---|---|---|---|---|"]
+
+    def cell(r, key):
+        ci = r.get(f"{key}_ci95", float("nan"))
+        ci_txt = f" +- {100 * ci:.1f}" if math.isfinite(ci) else ""
+        return f"{100 * r[key + '_mean']:.1f}{ci_txt} (sd {100 * r[key + '_std']:.1f})"
+
     for name, r in results["methods"].items():
-        lines.append(f"| {name} | {100 * r['id_mean']:.1f} +- {100 * r['id_std']:.1f} | "
-                     f"{100 * r['ood_mean']:.1f} +- {100 * r['ood_std']:.1f} | "
+        lines.append(f"| {name} | {cell(r, 'id')} | {cell(r, 'ood')} | "
                      f"{r['seconds_mean']:.0f} | {n} |")
     return "\n".join(lines)
 
@@ -180,18 +210,23 @@ def _gan(cfg: DemoConfig, train, out: Path, log):
 
 
 def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, train, tests,
-               out: Path, log):
+               out: Path, log, cgn_path=None):
     from .train.config import TrainConfig
     from .train.trainer import Trainer, evaluate
 
-    run_dir = out / "runs" / f"{method}_seed{seed}"
+    run_dir = out / "runs" / f"{method.replace('+', '_')}_seed{seed}"
     shutil.rmtree(run_dir, ignore_errors=True)   # the table is regenerated, never resumed
     tc = TrainConfig(
         mode=method, model="smallcnn", num_classes=10,
         data=f"digits:{cfg.variant}:{cfg.rho}", data_size=cfg.train_size,
-        batch_size=cfg.batch_size, gen_batch_size=cfg.gen_batch_size if method != "erm" else 0,
+        batch_size=cfg.batch_size,
+        gen_batch_size=cfg.gen_batch_size if method in GAN_METHODS else 0,
         lambda1={"erm": 0.0, "gan-aug": cfg.lambda1, "genint": cfg.lambda1,
-                 "genint-transfer": cfg.lambda1_transfer}[method],
+                 "genint-transfer": cfg.lambda1_transfer, "cgn": 0.0,
+                 "real+cgn": 0.0}[method],
+        cgn=str(cgn_path) if method in CGN_METHODS else None,
+        cgn_batch_size=cfg.cgn_stream_batch_size, cgn_per_mask=cfg.cgn_per_mask,
+        lambda_cgn=cfg.lambda_cgn if method in CGN_METHODS else None,
         lambda2=cfg.lambda2 if method == "genint-transfer" else 0.0,
         transfer_batch_size=cfg.transfer_batch_size,
         transfer_features=cfg.transfer_features, transfer_steps=list(cfg.transfer_steps),
@@ -209,6 +244,43 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     acc = {name: evaluate(trainer.model, ds.images, ds.labels)[0] for name, ds in tests.items()}
     return {"seed": seed, "id": acc["id"], "ood": acc["ood"], "seconds": seconds,
             "final_loss": last.get("loss")}, trainer
+
+
+def _cgn(cfg: DemoConfig, train, out: Path, log):
+    """Train (or resume) the small CGN on the training split, cached in OUT/cgn.pt; write the
+    counterfactual sheet; return (path, summary with mask statistics)."""
+    from .cgn import (CGNConfig, CGNTrainConfig, counterfactual_sheet, load_cgn,
+                      mask_statistics, train_cgn)
+
+    path = out / "cgn.pt"
+    t0 = time.perf_counter()
+    summary = train_cgn(train.float_images() * 2 - 1, train.labels, path,
+                        model_config=CGNConfig.for_variant(cfg.variant),
+                        train_config=CGNTrainConfig.for_variant(
+                            cfg.variant, steps=cfg.cgn_steps, batch_size=cfg.cgn_batch_size,
+                            feature_net=cfg.cgn_feature_net, seed=cfg.data_seed,
+                            log_every=max(cfg.cgn_steps // 5, 1), checkpoint_every=250),
+                        resume=True, log=log)
+    summary["wall_s"] = time.perf_counter() - t0
+    cgn = load_cgn(path)
+    summary["mask"] = mask_statistics(cgn)
+    counterfactual_sheet(cgn, out / "counterfactuals.png")
+    return path, summary
+
+
+def _cgn_verdict(results: dict) -> tuple[bool | None, str]:
+    m, c = results["methods"], results["config"]
+    target = CGN_TARGETS.get(c["variant"])
+    if "cgn" not in m or "erm" not in m or target is None:
+        return None, ""
+    ood = 100 * m["cgn"]["ood_mean"]
+    id_gap = 100 * (m["erm"]["id_mean"] - m["cgn"]["id_mean"])
+    ok = ood >= target and id_gap <= 3.0
+    mask = (results.get("cgn") or {}).get("mask", {})
+    return ok, (f"{'target met' if ok else 'target NOT met'}: cgn OOD {ood:.1f} (target >= "
+                f"{target:.0f}), ID {id_gap:+.1f} points below erm (target <= 3); mask mean "
+                f"{mask.get('mean', float('nan')):.2f}, near-binary share "
+                f"{mask.get('binary_share', float('nan')):.2f}.")
 
 
 def _intervention_figure(gen, directions, cfg, out: Path):
@@ -253,7 +325,7 @@ def _bar_plot(results: dict, path: Path):
     rs = [results["methods"][n] for n in names]
     x = range(len(names))
     w = 0.38
-    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.3 * len(names)), 3.6), dpi=120)
     ax.bar([i - w / 2 for i in x], [100 * r["id_mean"] for r in rs], w,
            yerr=[100 * r["id_std"] for r in rs], label="in distribution", color="#4C72B0",
            capsize=3)
@@ -273,6 +345,19 @@ def _bar_plot(results: dict, path: Path):
     return path
 
 
+def _cgn_settings(results: dict) -> str:
+    c, g = results["config"], results["cgn"]
+    mask = g.get("mask", {})
+    return (f"CGN: {g['steps']} steps of batch {c['cgn_batch_size']} (style "
+            f"features {g.get('feature_net')}), {g.get('wall_s', float('nan')):.0f} s this run "
+            f"(0 when cached); mask mean {mask.get('mean', float('nan')):.2f}, near-binary share "
+            f"{mask.get('binary_share', float('nan')):.2f}, entropy "
+            f"{mask.get('entropy_bits', float('nan')):.2f} bits; classifier stream: "
+            f"{c['cgn_stream_batch_size']} counterfactuals per step ({c['cgn_per_mask']} per "
+            f"mask, classes drawn independently); cgn = counterfactuals only, real+cgn = real + "
+            f"{c['lambda_cgn']} x counterfactuals.")
+
+
 def _write_markdown(results: dict, path: Path):
     c = results["config"]
     lines = [
@@ -285,6 +370,7 @@ def _write_markdown(results: dict, path: Path):
         f"Why this variant: {WHY_VARIANT}", "",
         format_results_table(results), "",
         f"**Verdict:** {results['verdict']}", "",
+        *([f"**CGN:** {results['cgn_verdict']}", ""] if results.get("cgn_verdict") else []),
         "Settings: small CNN, SGD lr {lr}, {steps} steps of {bs} real images; generated stream "
         "{gb} images/step; lambda1 {l1} (genint, gan-aug), {l1t} (genint-transfer), lambda2 "
         "{l2}; interventions: m {m} of the top {k} of {nd} SVD directions, mode {mode}, scale "
@@ -293,14 +379,46 @@ def _write_markdown(results: dict, path: Path):
             l1=c["lambda1"], l1t=c["lambda1_transfer"], l2=c["lambda2"], m=c["m"], k=c["top_k"],
             nd=c["num_directions"], mode=c["intervention_mode"], s=c["scale"],
             t=c["truncation"], gt=c["gan_aug_truncation"], gs=results["gan"]["steps"]), "",
+        *([_cgn_settings(results), ""] if results.get("cgn") else []),
         "Figures: `accuracy.png` (bar plot), `gan_samples.png` (one column per class), "
         "`interventions.png` (one row per direction, steps from -s to +s), `transfers.png` "
-        "(rows: real content, intervened style, transferred result).", "",
+        "(rows: real content, intervened style, transferred result), `counterfactuals.png` "
+        "(CGN: rows mask, texture, background, composite per class, then counterfactual rows: "
+        "the shape of one class with the texture and background of each column's class).", "",
         "Per seed (top-1 %, ID / OOD):", "",
     ]
     for name, r in results["methods"].items():
         runs = ", ".join(f"{100 * s['id']:.1f} / {100 * s['ood']:.1f}" for s in r["runs"])
         lines.append(f"- {name}: {runs}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def write_summary(results_list: list, path: Path) -> Path:
+    """One markdown table over several demo runs (variant, rho): a row per (setting, method)."""
+    path = Path(path)
+    lines = ["# genint-fast demo: summary over settings", "",
+             f"Machine: {results_list[0]['machine']}  ",
+             f"Date: {results_list[0]['date']}  ",
+             f"Wall time: {sum(r['wall_s'] for r in results_list):.0f} s in all", "",
+             "Top-1 (%): mean +- 95% interval half-width (Student t over seeds), standard "
+             "deviation in brackets.", "",
+             "| variant | rho | method | ID top-1 (%) | OOD top-1 (%) | seeds |",
+             "|---|---|---|---|---|---|"]
+    for res in results_list:
+        c = res["config"]
+        for row in format_results_table(res).splitlines()[2:]:
+            cells = [x.strip() for x in row.strip("|").split("|")]
+            lines.append(f"| {c['variant']} | {c['rho']:g} | {cells[0]} | {cells[1]} | "
+                         f"{cells[2]} | {cells[4]} |")
+    lines.append("")
+    for res in results_list:
+        c = res["config"]
+        if res.get("cgn_verdict"):
+            lines.append(f"- {c['variant']}, rho {c['rho']:g}: CGN {res['cgn_verdict']}")
+        if res.get("effect_shown") is not None:
+            lines.append(f"- {c['variant']}, rho {c['rho']:g}: GenInt {res['verdict']}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -316,25 +434,33 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
     torch.set_num_threads(int(cfg.threads))
     t_start = time.perf_counter()
 
-    log(f"[1/5] biased digits: {cfg.variant}, rho {cfg.rho}")
+    log(f"[1/6] biased digits: {cfg.variant}, rho {cfg.rho}")
     train, test_id, test_ood = _data(cfg)
     tests = {"id": test_id, "ood": test_ood}
 
-    log(f"[2/5] small conditional GAN: {cfg.gan_steps} steps (cached in {out / 'gan.pt'})")
+    log(f"[2/6] small conditional GAN: {cfg.gan_steps} steps (cached in {out / 'gan.pt'})")
     gan_path, gen, gan_summary = _gan(cfg, train, out, log)
 
-    log(f"[3/5] directions: exact SVD of gen_z, k = {cfg.num_directions}")
+    log(f"[3/6] directions: exact SVD of gen_z, k = {cfg.num_directions}")
     directions = discover(gen, cfg.num_directions, method="svd", truncation=cfg.truncation)
     dir_path = save_directions(directions, out / "directions.safetensors")
     _gan_samples_figure(gen, out)
     _intervention_figure(gen, directions, cfg, out)
 
-    log(f"[4/5] classifiers: {', '.join(cfg.methods)} x {cfg.seeds} seed(s), {cfg.steps} steps")
+    cgn_path, cgn_summary = None, None
+    if any(m in CGN_METHODS for m in cfg.methods):
+        log(f"[4/6] CGN: {cfg.cgn_steps} steps (cached in {out / 'cgn.pt'})")
+        cgn_path, cgn_summary = _cgn(cfg, train, out, log)
+    else:
+        log("[4/6] CGN: not needed by the chosen methods")
+
+    log(f"[5/6] classifiers: {', '.join(cfg.methods)} x {cfg.seeds} seed(s), {cfg.steps} steps")
     per_method, transfer_trainer = {}, None
     for method in cfg.methods:
         runs = []
         for seed in range(cfg.seeds):
-            r, trainer = _train_one(cfg, method, seed, gan_path, dir_path, train, tests, out, log)
+            r, trainer = _train_one(cfg, method, seed, gan_path, dir_path, train, tests, out, log,
+                                    cgn_path=cgn_path)
             runs.append(r)
             log(f"  {method:16s} seed {seed}: ID {100 * r['id']:.1f}  OOD {100 * r['ood']:.1f}"
                 f"  ({r['seconds']:.0f} s)")
@@ -345,11 +471,12 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
         id_m, id_s = _mean_std(r["id"] for r in runs)
         ood_m, ood_s = _mean_std(r["ood"] for r in runs)
         per_method[method] = {"id_mean": id_m, "id_std": id_s, "ood_mean": ood_m,
-                              "ood_std": ood_s,
+                              "ood_std": ood_s, "id_ci95": _ci95(r["id"] for r in runs),
+                              "ood_ci95": _ci95(r["ood"] for r in runs),
                               "seconds_mean": statistics.fmean(r["seconds"] for r in runs),
                               "runs": runs}
 
-    log("[5/5] report")
+    log("[6/6] report")
     if transfer_trainer is not None:
         _transfer_figure(transfer_trainer, out)
     cfg_dict = asdict(cfg)
@@ -363,9 +490,11 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "torch_threads": torch.get_num_threads(),
         "gan": gan_summary,
+        "cgn": cgn_summary,
         "methods": per_method,
     }
     results["effect_shown"], results["verdict"] = _verdict(results)
+    results["cgn_target_met"], results["cgn_verdict"] = _cgn_verdict(results)
     results["wall_s"] = time.perf_counter() - t_start
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     _write_markdown(results, out / "results.md")
@@ -373,5 +502,7 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
     log("")
     log(format_results_table(results))
     log(f"verdict: {results['verdict']}")
+    if results["cgn_verdict"]:
+        log(f"CGN: {results['cgn_verdict']}")
     log(f"wall time {results['wall_s']:.0f} s; report in {out}")
     return results

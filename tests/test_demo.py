@@ -20,13 +20,20 @@ def test_quick_demo_writes_report(quick_report):
     rc, out = quick_report
     assert rc == 0
     for name in ("results.json", "results.md", "accuracy.png", "interventions.png",
-                 "transfers.png", "gan_samples.png", "gan.pt", "directions.safetensors"):
+                 "transfers.png", "gan_samples.png", "gan.pt", "directions.safetensors",
+                 "cgn.pt", "counterfactuals.png"):
         f = out / name
         assert f.is_file() and f.stat().st_size > 0, f"missing {name}"
-    for name in ("accuracy.png", "interventions.png", "transfers.png", "gan_samples.png"):
+    for name in ("accuracy.png", "interventions.png", "transfers.png", "gan_samples.png",
+                 "counterfactuals.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     res = json.loads((out / "results.json").read_text())
-    assert set(res["methods"]) == {"erm", "gan-aug", "genint", "genint-transfer"}
+    assert set(res["methods"]) == {"erm", "gan-aug", "genint", "genint-transfer", "cgn",
+                                   "real+cgn"}
+    # the CGN was trained for the asked steps, its masks measured, and the verdict is stated
+    assert res["cgn"]["steps"] == res["config"]["cgn_steps"] == 20
+    assert 0.0 < res["cgn"]["mask"]["mean"] < 1.0
+    assert isinstance(res["cgn_target_met"], bool) and "cgn OOD" in res["cgn_verdict"]
     for name, r in res["methods"].items():
         assert len(r["runs"]) == res["config"]["seeds"] == 1
         for key in ("id_mean", "ood_mean", "id_std", "ood_std"):
@@ -36,7 +43,8 @@ def test_quick_demo_writes_report(quick_report):
     md = (out / "results.md").read_text()
     for name in res["methods"]:
         assert f"| {name} |" in md
-    assert "Verdict" in md and res["machine"] in md
+    assert "Verdict" in md and res["machine"] in md and "CGN:" in md
+    assert "counterfactuals.png" in md
 
 
 def test_quick_demo_reuses_cached_gan(quick_report, tmp_path):
@@ -58,3 +66,20 @@ def test_demo_bad_input_is_one_sentence(capsys, tmp_path):
     assert "methods must be a non-empty subset" in err
     assert main(["demo", "--quick", "--out", str(tmp_path), "--rho", "1.5"]) == 2
     assert "rho must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_summary_over_settings_has_a_row_per_setting_and_method(quick_report, tmp_path):
+    import copy
+
+    from genint_fast.demo import write_summary
+
+    _, out = quick_report
+    res = json.loads((out / "results.json").read_text())
+    other = copy.deepcopy(res)
+    other["config"]["rho"] = 1.0
+    other["methods"]["erm"]["ood_mean"] = 0.123
+    path = write_summary([res, other], tmp_path / "summary.md")
+    rows = [line for line in path.read_text().splitlines() if line.startswith("| colored |")]
+    assert len(rows) == 2 * len(res["methods"])
+    assert any(r.startswith("| colored | 1 | erm |") and "| 12.3 " in r for r in rows)
+    assert "CGN target" in path.read_text()
