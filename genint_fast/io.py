@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_atomic"]
+__all__ = ["save_atomic", "load_state"]
 
 
 def save_atomic(obj, path) -> Path:
@@ -31,3 +31,19 @@ def save_atomic(obj, path) -> Path:
     except OSError:  # some file systems cannot fsync a directory; the rename is still atomic
         pass
     return path
+
+
+def load_state(path, fmt: str, what: str, *, missing: str | None = None, weights_only=False) -> dict:
+    """torch.load a dict saved with a "format" entry and check it, with one clear sentence per
+    failure: FileNotFoundError (no file; `missing` says how to make one), RuntimeError (not
+    readable), ValueError (another kind of file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}" + (f"; {missing}" if missing else ""))
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=weights_only)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read {what} {path} ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise ValueError(f"{path} is not a {what} (expected format {fmt!r})")
+    return state

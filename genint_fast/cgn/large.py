@@ -56,7 +56,7 @@ from torch import nn
 
 from ..generators.base import check_truncation, truncated_latents
 from ..generators.biggan import BigGANGenerator, KeyReport
-from ..io import save_atomic
+from ..io import load_state, save_atomic
 from ..ops.mmd import style_loss
 from .u2net import load_u2net
 
@@ -430,17 +430,7 @@ def load_large_cgn_checkpoint(path, cgn: LargeCGN, trainer: LargeCGNTrainer | No
                               *, check_generator=True) -> dict:
     """Load a checkpoint of save_large_cgn_checkpoint into `cgn` (and `trainer`), with strict
     key checks. Returns the file's dict (its 'extra' entry holds what the caller saved)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"large CGN checkpoint {str(path)!r} does not exist")
-    try:
-        blob = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"cannot read large CGN checkpoint {path}: {exc}") from None
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
-        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise ValueError(f"{path} is not a large CGN checkpoint (format {found!r}, expected "
-                         f"{CHECKPOINT_FORMAT!r})")
+    blob = load_state(path, CHECKPOINT_FORMAT, "large CGN checkpoint", weights_only=True)
     if check_generator and blob["generator_id"] != cgn.generator_id:
         raise ValueError(f"{path} was trained from generator {blob['generator_id']!r}, this "
                          f"model is built on {cgn.generator_id!r}")

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..io import save_atomic
+from ..io import load_state, save_atomic
 from .small import CGNConfig, SmallCGN, build_discriminator
 
 __all__ = ["CGNTrainConfig", "train_cgn", "load_cgn", "read_cgn_checkpoint", "mask_entropy",
@@ -125,16 +125,8 @@ def _style_loss(net, layer_weights, fake01, real01):
 
 
 def read_cgn_checkpoint(path):
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no CGN checkpoint at {path}; train one with `genint-fast cgn`")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise RuntimeError(f"cannot read CGN checkpoint {path} ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a genint-fast CGN checkpoint (made by `genint-fast cgn`)")
-    return state
+    return load_state(path, CHECKPOINT_FORMAT, "genint-fast CGN checkpoint",
+                      missing="train one with `genint-fast cgn`")
 
 
 def load_cgn(path, *, device="cpu") -> SmallCGN:

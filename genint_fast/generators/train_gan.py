@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from ..io import save_atomic
+from ..io import load_state, save_atomic
 from .small import ProjectionDiscriminator, SmallGANConfig, SmallGenerator
 
 __all__ = ["GANTrainConfig", "train_gan", "load_small_generator", "save_checkpoint"]
@@ -101,13 +101,8 @@ def save_checkpoint(path, state) -> None:
 
 
 def _read_checkpoint(path):
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise RuntimeError(f"cannot read GAN checkpoint {path} ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a genint-fast small-GAN checkpoint")
-    return state
+    return load_state(path, CHECKPOINT_FORMAT, "GAN checkpoint",
+                      missing="train one with `genint-fast gan`")
 
 
 def load_small_generator(path, *, device="cpu", ema=True) -> SmallGenerator:

@@ -5,12 +5,11 @@ the final name, never a partial one (a stale `*.tmp<pid>` file may remain; it is
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..io import save_atomic
+from ..io import load_state, save_atomic
 
 __all__ = ["save_atomic", "load_checkpoint", "rng_states", "set_rng_states", "FORMAT"]
 
@@ -18,16 +17,7 @@ FORMAT = "genint-fast-train/1"
 
 
 def load_checkpoint(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise RuntimeError(f"cannot read checkpoint {path} ({exc})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a genint-fast training checkpoint")
-    return state
+    return load_state(path, FORMAT, "checkpoint")
 
 
 def rng_states() -> dict:
