@@ -1,5 +1,5 @@
 # Set-up and everyday commands. Everything runs inside .venv, created on first use.
-#   make demo   the main job: GenInt end to end on the built-in biased digits (no downloads)
+#   make demo   the main job: GenInt and CGN end to end on the built-in biased digits (no downloads)
 #   make test   build (CPU + CUDA kernels where nvcc is found) and run every test: pytest + ctest
 #   make bench  the throughput benchmarks against their baselines (built-in data, no downloads)
 PY        ?= python3
