@@ -344,7 +344,7 @@ def test_resume_refuses_changed_settings_and_foreign_files(tmp_path):
     assert s["steps"] == 1 and read_cgn_checkpoint(out)["model_config"]["ch"] == 16
 
     torch.save({"step": 3, "G": {}}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="not a genint-fast CGN checkpoint"):
+    with pytest.raises(ValueError, match="is not a CGN checkpoint"):
         train_cgn(images, labels, tmp_path / "other.pt", train_config=tc, **quiet)
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(RuntimeError, match="cannot read CGN checkpoint"):

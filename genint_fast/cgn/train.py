@@ -125,7 +125,7 @@ def _style_loss(net, layer_weights, fake01, real01):
 
 
 def read_cgn_checkpoint(path):
-    return load_state(path, CHECKPOINT_FORMAT, "genint-fast CGN checkpoint",
+    return load_state(path, CHECKPOINT_FORMAT, "CGN checkpoint",
                       missing="train one with `genint-fast cgn`")
 
 
