@@ -264,6 +264,11 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
     summary["wall_s"] = time.perf_counter() - t0
     cgn = load_cgn(path)
     summary["mask"] = mask_statistics(cgn)
+    from .eval.shape import shape_consistency, train_shape_reader
+
+    reader, reader_acc = train_shape_reader(steps=60 if cfg.quick else 300)
+    summary["shape_consistency"] = shape_consistency(cgn, reader)
+    summary["shape_reader_accuracy"] = reader_acc
     counterfactual_sheet(cgn, out / "counterfactuals.png")
     return path, summary
 
@@ -277,10 +282,13 @@ def _cgn_verdict(results: dict) -> tuple[bool | None, str]:
     id_gap = 100 * (m["erm"]["id_mean"] - m["cgn"]["id_mean"])
     ok = ood >= target and id_gap <= 3.0
     mask = (results.get("cgn") or {}).get("mask", {})
+    consistency = (results.get("cgn") or {}).get("shape_consistency", float("nan"))
     return ok, (f"{'target met' if ok else 'target NOT met'}: cgn OOD {ood:.1f} (target >= "
                 f"{target:.0f}), ID {id_gap:+.1f} points below erm (target <= 3); mask mean "
                 f"{mask.get('mean', float('nan')):.2f}, near-binary share "
-                f"{mask.get('binary_share', float('nan')):.2f}.")
+                f"{mask.get('binary_share', float('nan')):.2f}; shape consistency "
+                f"{100 * consistency:.0f}% (a shape-only reader reads the CGN's masks as the "
+                f"asked class).")
 
 
 def _intervention_figure(gen, directions, cfg, out: Path):

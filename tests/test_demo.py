@@ -33,6 +33,7 @@ def test_quick_demo_writes_report(quick_report):
     # the CGN was trained for the asked steps, its masks measured, and the verdict is stated
     assert res["cgn"]["steps"] == res["config"]["cgn_steps"] == 20
     assert 0.0 < res["cgn"]["mask"]["mean"] < 1.0
+    assert 0.0 <= res["cgn"]["shape_consistency"] <= 1.0 and "shape consistency" in res["cgn_verdict"]
     assert isinstance(res["cgn_target_met"], bool) and "cgn OOD" in res["cgn_verdict"]
     for name, r in res["methods"].items():
         assert len(r["runs"]) == res["config"]["seeds"] == 1

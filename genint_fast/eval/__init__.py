@@ -1,0 +1,1 @@
+"""Evaluation and analysis tools (SPEC sections 7-8)."""
