@@ -38,7 +38,16 @@ def latent_std(truncation=1.0) -> float:
 @dataclass
 class Directions:
     """k latent directions u (k, D, unit rows), their scales sigma (k,), the latent mean mu (D,);
-    optionally the activation-space components (k, H) and mean (H,), and metadata."""
+    optionally the activation-space components (k, H) and mean (H,), and metadata.
+
+    Units of a step (SPEC sections 3-4): sigma_j is the standard deviation of the layer's
+    component j. `step` (k,) is the latent distance along u_j that moves component j by one
+    sigma_j (sigma_j / ||W_z u_j|| for a layer linear in z; sigma_j times the regression
+    coefficient's norm for the sampled estimator), and `latent_sd` (k,) the standard deviation of
+    the latent coordinate z . u_j. An "add" step s' moves z by s' * step_j * u_j, so component j
+    moves by s' of its standard deviations on every generator; a "set" step s' sets z's
+    coordinate along u_j to mu . u_j + s' * latent_sd_j (latent standard deviations, as the
+    reference code does)."""
 
     u: torch.Tensor
     sigma: torch.Tensor
@@ -46,6 +55,18 @@ class Directions:
     components: torch.Tensor | None = None
     act_mean: torch.Tensor | None = None
     meta: dict = field(default_factory=dict)
+    step: torch.Tensor | None = None
+    latent_sd: torch.Tensor | None = None
+
+    def __post_init__(self):
+        # Files written before the step units existed: the SVD estimator's values follow from
+        # its metadata (isotropic latents, a linear layer); a sampled file must be recomputed.
+        if self.step is None or self.latent_sd is None:
+            if self.meta.get("method") == "svd":
+                sd = latent_std(self.meta.get("truncation", 1.0))
+                fill = torch.full((self.k,), sd, dtype=self.sigma.dtype, device=self.sigma.device)
+                self.step = fill.clone() if self.step is None else self.step
+                self.latent_sd = fill.clone() if self.latent_sd is None else self.latent_sd
 
     @property
     def k(self) -> int:
@@ -59,7 +80,29 @@ class Directions:
         def mv(t):
             return None if t is None else t.to(device=device, dtype=dtype or t.dtype)
         return Directions(mv(self.u), mv(self.sigma), mv(self.mu), mv(self.components),
-                          mv(self.act_mean), dict(self.meta))
+                          mv(self.act_mean), dict(self.meta), mv(self.step), mv(self.latent_sd))
+
+    def steering_args(self, idx, alpha, mode):
+        """(scales, steps) to pass to genint_fast.ops.steer as (sigma, alpha) so that a step
+        alpha (B, m) in standard-deviation units means what the class docstring says."""
+        if self.step is None or self.latent_sd is None:
+            raise ValueError("these directions carry no step units (a sampled directions file "
+                             "from an older genint-fast); recompute them with `genint-fast "
+                             "directions`")
+        if mode == "add":
+            return self.step, alpha
+        return None, alpha * self.latent_sd.to(alpha.dtype)[idx]
+
+    def random_like(self, seed=0) -> "Directions":
+        """GANSpace's control: k random unit directions in latent space with this object's
+        step units (the step of direction j is kept), mu and metadata."""
+        g = torch.Generator().manual_seed(int(seed))
+        u = torch.randn(self.k, self.latent_dim, generator=g, dtype=torch.float64)
+        u = (u / u.norm(dim=1, keepdim=True)).to(self.u.dtype).to(self.u.device)
+        meta = dict(self.meta, control="random-directions", control_seed=int(seed))
+        return Directions(u, self.sigma.clone(), self.mu.clone(), None, None, meta,
+                          None if self.step is None else self.step.clone(),
+                          None if self.latent_sd is None else self.latent_sd.clone())
 
     def check_compatible(self, generator: ConditionalGenerator, source="directions") -> None:
         """ValueError unless these directions were computed for this generator (id, layer,
@@ -145,6 +188,9 @@ def discover_svd(generator: ConditionalGenerator, k=80, *, truncation=1.0,
         act_mean=act_mean,
         meta=_meta(generator, k=k, n_samples=0, method="svd", seed=None, truncation=t,
                    class_id=int(class_id)),
+        # sigma_j = sd * S_j and the gain of v_j is S_j: one sigma_j is sd in latent units.
+        step=torch.full((k,), latent_std(t)),
+        latent_sd=torch.full((k,), latent_std(t)),
     )
 
 
@@ -239,15 +285,21 @@ def _discover_sampled(generator, k, n_samples, *, truncation, class_id, batch_si
     Zt = torch.from_numpy(Z).double()
     mu = Zt.mean(0)
     B = torch.linalg.lstsq(A - A.mean(0), Zt - mu).solution
-    u = B / B.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    norms = B.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    u = B / norms
+    sigma = torch.from_numpy(np.sqrt(pca.explained_variance_)).double()
     return Directions(
         u=u.float().contiguous(),
-        sigma=torch.from_numpy(np.sqrt(pca.explained_variance_)).float(),
+        sigma=sigma.float(),
         mu=mu.float(),
         components=torch.from_numpy(pca.components_).float().contiguous(),
         act_mean=torch.from_numpy(pca.mean_).float(),
         meta=_meta(generator, k=k, n_samples=n, method="incremental-pca" if incremental else "pca",
                    seed=int(seed), truncation=t, class_id=class_id),
+        # Moving coordinate j by one sigma_j moves z by sigma_j * B_j (regression of z on the
+        # coordinates); latent_sd_j: the spread of the sampled latents along u_j.
+        step=(sigma * norms[:, 0]).float(),
+        latent_sd=((Zt - mu) @ u.T).std(dim=0).float(),
     )
 
 
@@ -272,6 +324,9 @@ def save_directions(d: Directions, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"u": d.u, "sigma": d.sigma, "mu": d.mu}
+    for name in ("step", "latent_sd"):
+        if getattr(d, name) is not None:
+            tensors[name] = getattr(d, name)
     if d.components is not None:
         tensors["components"] = d.components
     if d.act_mean is not None:
@@ -306,9 +361,10 @@ def load_directions(path, generator: ConditionalGenerator | None = None, *,
     if meta.get("format") != FORMAT or not {"u", "sigma", "mu"} <= set(tensors):
         raise ValueError(f"{path} is not a genint-fast directions file")
     d = Directions(tensors["u"], tensors["sigma"], tensors["mu"], tensors.get("components"),
-                   tensors.get("act_mean"), meta)
+                   tensors.get("act_mean"), meta, tensors.get("step"), tensors.get("latent_sd"))
     if d.u.dim() != 2 or d.sigma.shape != (d.k,) or d.mu.shape != (d.latent_dim,) or \
-            not all(math.isfinite(v) for v in d.sigma.tolist()):
+            not all(math.isfinite(v) for v in d.sigma.tolist()) or \
+            any(t is not None and t.shape != (d.k,) for t in (d.step, d.latent_sd)):
         raise ValueError(f"{path} holds inconsistent direction tensors")
     if generator is not None:
         d.check_compatible(generator, source=f"directions in {path}")

@@ -62,18 +62,29 @@ def register(sub) -> None:
     p.add_argument("--rows", default=None,
                    help="grid directions, e.g. 0-7 or 0,3,5 (default: the first 8)")
     p.add_argument("--cols", type=int, default=7, help="grid steps (default 7)")
-    p.add_argument("--grid-scale", type=float, default=3.0, help="grid steps span [-s, s]")
+    p.add_argument("--grid-scale", type=float, default=3.0,
+                   help="grid steps span [-s, s] standard deviations")
     p.add_argument("--dump", metavar="DIR", help="write an image-folder tree + records.jsonl")
     p.add_argument("--count", type=int, default=1000, help="images to dump (default 1000)")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=None,
                    help="choose among the top k directions (default: min(60, k of the file))")
     p.add_argument("--m", type=int, default=None,
-                   help="directions per image (default: min(5, top-k))")
-    p.add_argument("--scale", type=float, default=1.0, help="steps U[-s, s] (default 1)")
+                   help="style multi: directions per image (default: min(5, top-k))")
+    p.add_argument("--style", choices=["multi", "one"], default="multi",
+                   help="multi: m directions added to each image's latent; one (reference "
+                        "code): one direction per image, --per-latent images per latent")
+    p.add_argument("--per-latent", type=int, default=5,
+                   help="style one: images (distinct directions) per base latent (default 5)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="steps U[-s, s] in standard deviations (default 1)")
     p.add_argument("--reference-ranges", action="store_true",
-                   help="per-direction ranges [-3,3] .. [-12,12] as in the reference code")
-    p.add_argument("--mode", choices=["add", "set"], default="add")
+                   help="the reference code's per-direction step table (60 directions, "
+                        "genint_fast/resources/reference_ranges.csv) instead of --scale")
+    p.add_argument("--mode", choices=["add", "set"], default="add",
+                   help="add: a step moves the layer's component by that many of its standard "
+                        "deviations; set: sets the latent coordinate, in latent standard "
+                        "deviations (reference code)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=list(_DTYPES), default="float32")
@@ -230,7 +241,8 @@ def generate_main(args) -> int:
         ranges = reference_ranges(max(top_k, 1)) if args.reference_ranges else None
         sampler = InterventionSampler(gen, d, truncation=args.truncation, top_k=top_k,
                                       m=m, scale=args.scale, ranges=ranges,
-                                      mode=args.mode, batch_size=args.batch_size,
+                                      mode=args.mode, style=args.style,
+                                      per_latent=args.per_latent, batch_size=args.batch_size,
                                       seed=args.seed, check=False)
         dump_image_folder(sampler, args.dump, args.count,
                           progress=lambda done, total: _log(f"  {done}/{total} images")

@@ -19,15 +19,29 @@ from .directions import Directions
 from .generators.base import ConditionalGenerator, check_truncation, truncated_latents
 
 __all__ = ["NuisanceRecord", "InterventionSampler", "ObservationalSampler", "reference_ranges",
-           "intervention_grid", "save_grid", "dump_image_folder"]
+           "matched_norm_scale", "intervention_grid", "save_grid", "dump_image_folder"]
 
 
-def reference_ranges(k: int) -> torch.Tensor:
-    """Per-direction step ranges widening with j as in the reference code: [-3, 3] for j = 0
-    up to [-12, 12] for j >= 36 (linear in between). Shape (k, 2)."""
-    j = torch.arange(int(k), dtype=torch.float32)
-    half = 3.0 + 9.0 * (j.clamp(max=36) / 36.0)
-    return torch.stack([-half, half], dim=1)
+def reference_ranges(k: int | None = None) -> torch.Tensor:
+    """The reference code's per-direction step ranges, shipped as data
+    (genint_fast/resources/reference_ranges.csv): [lo_j, hi_j] in latent standard deviations for
+    the 60 directions it edited, one direction per image. Shape (min(k, 60), 2); asking for more
+    than 60 is an error (the reference has no range for them)."""
+    from importlib.resources import files
+
+    rows = []
+    text = files("genint_fast").joinpath("resources/reference_ranges.csv").read_text()
+    for line in text.splitlines():
+        if line and not line.startswith("#") and not line.startswith("direction"):
+            j, lo, hi = line.split(",")
+            rows.append((float(lo), float(hi)))
+    table = torch.tensor(rows, dtype=torch.float32)
+    if k is None:
+        return table
+    if not 1 <= int(k) <= table.shape[0]:
+        raise ValueError(f"the reference range table covers directions 0-{table.shape[0] - 1}; "
+                         f"asked for {k} (use top_k <= {table.shape[0]} or give scale)")
+    return table[:int(k)]
 
 
 @dataclass
@@ -109,26 +123,33 @@ class InterventionSampler(_Sampler):
     """Batches (images, labels, NuisanceRecord) of generative interventions, on the generator's
     device; an endless iterator (next(sampler)) or sample(batch_size).
 
-    Args: directions (Directions, checked against the generator), truncation t, top_k, m
-    directions per image (distinct), scale s (steps U[-s, s]) or ranges ((K, 2) [lo_j, hi_j]),
-    mode "add" (paper) or "set" (reference code), clamp (optional bound on z*), classes
-    (restrict labels to these ids; default all), seed.
+    Args: directions (Directions, checked against the generator), truncation t, top_k, scale s
+    (steps U[-s, s], in standard deviations: see Directions) or ranges ((K, 2) [lo_j, hi_j], e.g.
+    reference_ranges()), mode "add" (paper) or "set" (reference code), clamp (optional bound on
+    z*), classes (restrict labels to these ids; default all), seed, and the style:
+    - "multi": every image has its own latent and m distinct directions added to it;
+    - "one" (reference code): one direction per image; `per_latent` images (reference: 5) share
+      a base latent and a class and edit distinct directions of it (per_latent <= top_k).
     """
 
     def __init__(self, generator, directions: Directions, *, truncation=1.0, top_k=60, m=5,
                  scale=1.0, ranges=None, mode="add", clamp=None, batch_size=64, seed=0,
-                 classes=None, check=True):
+                 classes=None, check=True, style="multi", per_latent=5):
         super().__init__(generator, truncation=truncation, batch_size=batch_size, seed=seed,
                          classes=classes)
         if check:
             directions.check_compatible(generator)
         if mode not in ("add", "set"):
             raise ValueError(f'mode must be "add" or "set", got {mode!r}')
+        if style not in ("multi", "one"):
+            raise ValueError(f'style must be "multi" or "one", got {style!r}')
         if not 1 <= int(top_k) <= directions.k:
             raise ValueError(f"top_k must be in [1, {directions.k}] (the directions file has "
                              f"{directions.k}), got {top_k}")
-        if not 1 <= int(m) <= int(top_k):
+        if style == "multi" and not 1 <= int(m) <= int(top_k):
             raise ValueError(f"m must be in [1, top_k={top_k}], got {m}")
+        if style == "one" and not 1 <= int(per_latent) <= int(top_k):
+            raise ValueError(f"per_latent must be in [1, top_k={top_k}], got {per_latent}")
         if ranges is not None:
             ranges = torch.as_tensor(ranges, dtype=torch.float32)
             if ranges.dim() != 2 or ranges.shape[1] != 2 or ranges.shape[0] < int(top_k):
@@ -139,20 +160,33 @@ class InterventionSampler(_Sampler):
         elif scale is None or float(scale) < 0:
             raise ValueError(f"scale must be >= 0, got {scale}")
         self.directions = directions.to(self.device, torch.float32)
+        self.directions.steering_args(torch.zeros(1, 1, dtype=torch.long, device=self.device),
+                                      torch.zeros(1, 1, device=self.device), mode)  # units known
         self.top_k, self.m, self.mode = int(top_k), int(m), mode
+        self.style, self.per_latent = style, int(per_latent)
         self.scale = None if scale is None else float(scale)
         self.ranges = ranges
         self.clamp = clamp
 
     @torch.no_grad()
     def steer_latents(self, b):
-        """(labels, z, idx, alpha, z_star) for b images, drawn in a fixed order."""
-        labels = self._labels(b)
-        z = self._latents(b)
-        idx, alpha = ops.sample_steps(b, self.top_k, self.m, scale=self.scale,
-                                      ranges=self.ranges, generator=self.rng)
+        """(labels, z, idx, alpha, z_star) for b images, drawn in a fixed order; alpha in
+        standard deviations, z the base latents (repeated per image in style "one")."""
+        if self.style == "one":
+            groups = -(-b // self.per_latent)
+            labels = self._labels(groups).repeat_interleave(self.per_latent)[:b]
+            z = self._latents(groups).repeat_interleave(self.per_latent, dim=0)[:b]
+            idx, alpha = ops.sample_steps(groups, self.top_k, self.per_latent, scale=self.scale,
+                                          ranges=self.ranges, generator=self.rng)
+            idx, alpha = idx.reshape(-1, 1)[:b].contiguous(), alpha.reshape(-1, 1)[:b].contiguous()
+        else:
+            labels = self._labels(b)
+            z = self._latents(b)
+            idx, alpha = ops.sample_steps(b, self.top_k, self.m, scale=self.scale,
+                                          ranges=self.ranges, generator=self.rng)
         d = self.directions
-        z_star = ops.steer(z, d.u, d.sigma, d.mu, idx, alpha, self.mode, self.clamp)
+        sig, steps = d.steering_args(idx, alpha, self.mode)
+        z_star = ops.steer(z, d.u, sig, d.mu, idx, steps, self.mode, self.clamp)
         return labels, z, idx, alpha, z_star
 
     @torch.no_grad()
@@ -166,21 +200,41 @@ class InterventionSampler(_Sampler):
 
 class ObservationalSampler(_Sampler):
     """Batches (images, labels, NuisanceRecord with no directions) from the GAN without
-    steering: the GAN-augmentation baseline (SPEC 6 uses truncation 0.2)."""
+    steering: the GAN-augmentation baseline (SPEC 6 uses truncation 0.2).
 
-    def __init__(self, generator, *, truncation=1.0, batch_size=64, seed=0, classes=None):
+    latent_scale: multiply every latent by this factor (default 1). The matched-norm control sets
+    it to the ratio of an intervention's mean latent norm to a plain latent's (see
+    `matched_norm_scale`): unsteered latents that are as far from the origin as steered ones."""
+
+    def __init__(self, generator, *, truncation=1.0, batch_size=64, seed=0, classes=None,
+                 latent_scale=1.0):
         super().__init__(generator, truncation=truncation, batch_size=batch_size, seed=seed,
                          classes=classes)
+        if not float(latent_scale) > 0:
+            raise ValueError(f"latent_scale must be > 0, got {latent_scale}")
+        self.latent_scale = float(latent_scale)
 
     @torch.no_grad()
     def sample(self, batch_size=None):
         b = self.batch_size if batch_size is None else int(batch_size)
         labels = self._labels(b)
-        z = self._latents(b)
+        z = self._latents(b) * self.latent_scale
         images = self.generator(z, labels, self.truncation)
         empty = torch.zeros(b, 0, dtype=torch.long, device=self.device)
         return images, labels, NuisanceRecord(labels, z, empty, empty.float(), z,
                                               self.truncation, "none")
+
+
+@torch.no_grad()
+def matched_norm_scale(sampler: InterventionSampler, n=2048) -> float:
+    """Mean norm of the sampler's steered latents over that of its base latents (measured on n
+    draws of a copy of its random stream; the sampler's own state is left as it was)."""
+    state = sampler.rng.get_state()
+    try:
+        _, z, _, _, z_star = sampler.steer_latents(int(n))
+    finally:
+        sampler.rng.set_state(state)
+    return float(z_star.norm(dim=1).mean() / z.norm(dim=1).mean())
 
 
 @torch.no_grad()
@@ -213,7 +267,8 @@ def intervention_grid(generator, directions: Directions, *, rows=None, steps=7, 
     zz = z.repeat_interleave(int(steps), dim=0)
     idx = torch.tensor(rows, device=device).repeat_interleave(int(steps)).unsqueeze(1)
     alpha = alphas.repeat(n).unsqueeze(1)
-    z_star = ops.steer(zz, d.u, d.sigma, d.mu, idx, alpha, mode)
+    sig, steps_ = d.steering_args(idx, alpha, mode)
+    z_star = ops.steer(zz, d.u, sig, d.mu, idx, steps_, mode)
     labels = class_ids.repeat_interleave(int(steps))
     return generator(z_star, labels, t).float()
 
