@@ -454,3 +454,37 @@ def test_train_from_image_folder(tmp_path, capsys):
     assert a.per_epoch == 8
     with pytest.raises(ValueError, match="data folder"):
         load_config(None, [f"data=folder:{tmp_path / 'missing'}"])
+
+
+# ---------------------------------------------------------------------------- every stream
+def test_augmentation_reaches_every_stream(tmp_path):
+    """The real stream's crop + flip is applied to the intervened and transferred streams (and
+    gan-aug's generated stream), seeded per step; augment_generated=false turns it off."""
+    common = ["mode=genint-transfer", "lambda2=1", "transfer_batch_size=3",
+              "transfer_steps=[2,2]", "transfer_optimizer=adam"]
+    on = Trainer(tiny(tmp_path / "a", *common))
+    off = Trainer(tiny(tmp_path / "b", *common, "augment_generated=false"))
+    a, b = on.make_generated(3), off.make_generated(3)
+    for name in ("intervened", "transferred"):
+        assert torch.equal(a[name][1], b[name][1])
+        assert not torch.equal(a[name][0], b[name][0]), name
+        assert torch.equal(a[name][0], on.data.augment_like_real(b[name][0], 3, name)), name
+    g = Trainer(tiny(tmp_path / "c", "mode=gan-aug")).make_generated(2)
+    g0 = Trainer(tiny(tmp_path / "d", "mode=gan-aug", "augment_generated=false")).make_generated(2)
+    assert not torch.equal(g["generated"][0], g0["generated"][0])
+
+
+@pytest.mark.parametrize("over", [["intervention_style=one", "per_latent=4"],
+                                  ["step_ranges=reference", "intervention_mode=set"],
+                                  ["control=random-directions"], ["control=matched-norm"]])
+def test_intervention_options_run(tmp_path, over):
+    row = Trainer(tiny(tmp_path, "mode=genint", "steps=2", "producer=inline", *over)).fit()
+    assert row["step"] == 2 and "loss_intervened" in row
+
+
+def test_intervention_options_refused(tmp_path):
+    for over, words in ((["control=random-directions", "mode=erm"], "control"),
+                        (["intervention_style=one", "per_latent=9"], "per_latent"),
+                        (["step_ranges=table"], "step_ranges"), (["control=x"], "control")):
+        with pytest.raises(ValueError, match=words):
+            tiny(tmp_path, *over)

@@ -34,6 +34,8 @@ class TrainConfig:
     data_seed: int = 0
     augment: bool = True            # digits: random crop (pad 4) + flip; folder: random resized
                                     # crop + flip (SPEC 6); seeded per step
+    augment_generated: bool = True  # the same augmentation on every other stream (generated,
+                                    # intervened, transferred, counterfactual), as the reference
     image_size: int = 224           # folder data: training resolution
     # streams and objective L = CE(real) + lambda1 CE(int) + lambda2 CE(transferred)
     batch_size: int = 64            # real images per step
@@ -56,8 +58,17 @@ class TrainConfig:
     truncation: float = 1.0
     top_k: int = 20
     m: int = 5
-    scale: float = 1.0
-    intervention_mode: str = "add"
+    scale: float = 1.0              # steps U[-scale, scale] in standard deviations
+    step_ranges: str | None = None  # null (use scale) | reference (the reference code's
+                                    # per-direction table, 60 directions)
+    intervention_mode: str = "add"  # add (paper: component std units) | set (reference code:
+                                    # latent std units)
+    intervention_style: str = "multi"   # multi (m directions per latent) | one (reference: one
+                                        # direction per image, per_latent images per latent)
+    per_latent: int = 5
+    control: str = "none"           # none | random-directions (random unit directions, same
+                                    # steps) | matched-norm (unsteered latents scaled to the
+                                    # steered latents' mean norm); genint modes only
     # CGN counterfactual stream (modes cgn, real+cgn; or added to any mode when cgn is set)
     cgn: str | None = None          # a `genint-fast cgn` checkpoint
     cgn_batch_size: int = 64        # counterfactuals per step
@@ -115,6 +126,18 @@ class TrainConfig:
         if self.mode not in IMPLEMENTED_MODES:
             bad("mode", f"{self.mode!r} is not implemented yet; use one of "
                         f"{', '.join(IMPLEMENTED_MODES)}")
+        if self.intervention_style not in ("multi", "one"):
+            bad("intervention_style", f'must be "multi" or "one", got '
+                                      f'{self.intervention_style!r}')
+        if self.step_ranges not in (None, "reference"):
+            bad("step_ranges", f'must be null or "reference", got {self.step_ranges!r}')
+        if self.step_ranges == "reference" and self.top_k > 60:
+            bad("step_ranges", f"reference covers 60 directions; top_k is {self.top_k}")
+        if self.control not in ("none", "random-directions", "matched-norm"):
+            bad("control", f'must be "none", "random-directions" or "matched-norm", got '
+                           f'{self.control!r}')
+        if self.control != "none" and self.mode not in ("genint", "genint-transfer"):
+            bad("control", f"applies to the genint modes only, not {self.mode}")
         if self.heads not in ("single", "ensemble"):
             bad("heads", f'must be "single" or "ensemble", got {self.heads!r}')
         if self.mode in ("cgn", "real+cgn") and not self.cgn:
@@ -150,7 +173,7 @@ class TrainConfig:
             bad("intervention_mode", f'must be "add" or "set", got {self.intervention_mode!r}')
         for key in ("num_classes", "batch_size", "steps", "checkpoint_every", "log_every",
                     "queue_size", "data_size", "num_directions", "top_k", "m", "eval_size",
-                    "image_size"):
+                    "image_size", "per_latent"):
             if getattr(self, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
         if self.num_classes < 2:
@@ -197,6 +220,9 @@ class TrainConfig:
         if self.m > self.top_k or self.top_k > self.num_directions:
             bad("m/top_k", f"need m <= top_k <= num_directions, got m={self.m}, "
                            f"top_k={self.top_k}, num_directions={self.num_directions}")
+        if self.intervention_style == "one" and self.per_latent > self.top_k:
+            bad("per_latent", f"must be <= top_k={self.top_k} (distinct directions per latent), "
+                              f"got {self.per_latent}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             bad("threads", f"must be null or an integer >= 1, got {self.threads!r}")
         if self.init_weights is not None and not (isinstance(self.init_weights, str) and

@@ -99,6 +99,13 @@ class RealData:
             x = random_crop_flip(x, _gen(step_seed(self.seed, step, "aug"), "cpu"))
         return x, self.labels[idx]
 
+    def augment_like_real(self, x, step: int, stream: str):
+        """The real stream's augmentation (random crop of the 4-padded image + flip) applied to
+        images x in [0, 1] of another stream, seeded by (seed, step, stream)."""
+        if not self.augment:
+            return x
+        return random_crop_flip(x, _gen(step_seed(self.seed, step, f"aug-{stream}"), "cpu"))
+
     def random_images(self, step: int, n: int, stream: str):
         """n real images in [0, 1] drawn uniformly (with replacement, no augmentation) by a
         pure function of (seed, step, stream): content and style images of the transfer."""
@@ -180,6 +187,15 @@ class FolderData:
         idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
         x = self._stack(self._decode(idx), step, True, "aug")
         return x, self.labels[idx].to(self.device)
+
+    def augment_like_real(self, x, step: int, stream: str):
+        """The real stream's random resized crop + flip, per image, on images x in [0, 1] of
+        another stream (already at the training size), seeded by (seed, step, stream)."""
+        if self.train_tf is None:
+            return x
+        with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(step_seed(self.seed, step, f"aug-{stream}"))
+            return torch.stack([self.train_tf(img) for img in x])
 
     def random_images(self, step: int, n: int, stream: str):
         g = _gen(step_seed(self.seed, step, f"{stream}{self.rank}"), "cpu")
@@ -343,14 +359,28 @@ class Trainer:
             return ObservationalSampler(gen, truncation=cfg.truncation,
                                         batch_size=cfg.gen_batch_size, seed=seed)
         from ..directions import discover, load_directions
+        from ..intervene import matched_norm_scale, reference_ranges
 
         if cfg.directions:
             d = load_directions(cfg.directions, gen)
         else:
             d = discover(gen, cfg.num_directions, method="svd", truncation=cfg.truncation)
-        return InterventionSampler(gen, d, truncation=cfg.truncation, top_k=cfg.top_k, m=cfg.m,
-                                   scale=cfg.scale, mode=cfg.intervention_mode,
-                                   batch_size=cfg.gen_batch_size, seed=seed)
+        if cfg.control == "random-directions":
+            d = d.random_like(seed=cfg.seed)
+        ranges = reference_ranges(cfg.top_k) if cfg.step_ranges == "reference" else None
+        sampler = InterventionSampler(gen, d, truncation=cfg.truncation, top_k=cfg.top_k,
+                                      m=cfg.m, scale=cfg.scale, ranges=ranges,
+                                      mode=cfg.intervention_mode, style=cfg.intervention_style,
+                                      per_latent=cfg.per_latent, batch_size=cfg.gen_batch_size,
+                                      seed=seed)
+        if cfg.control == "matched-norm":
+            factor = matched_norm_scale(sampler)
+            self.log(f"matched-norm control: unsteered latents scaled by {factor:.3f} (the "
+                     f"interventions' mean latent norm over a plain latent's)")
+            return ObservationalSampler(gen, truncation=cfg.truncation,
+                                        batch_size=cfg.gen_batch_size, seed=seed,
+                                        latent_scale=factor)
+        return sampler
 
     def _build_counterfactuals(self):
         cfg = self.cfg
@@ -407,7 +437,10 @@ class Trainer:
             s.rng.manual_seed(step_seed(cfg.seed, step, f"gen{self.rank}"))
             images, labels, _ = s.sample()
             name = "generated" if cfg.mode == "gan-aug" else "intervened"
-            out[name] = (self._to_real_range(images), labels)
+            images = self._to_real_range(images)
+            if cfg.augment_generated:
+                images = self.data.augment_like_real(images, step, name)
+            out[name] = (images, labels)
         if self.transfer is not None:
             b = cfg.transfer_batch_size
             content, labels = self.data.random_images(step, b, "content")
@@ -416,15 +449,17 @@ class Trainer:
             else:
                 style = self._to_real_range(s.sample(b)[0])
             self.transfer.rng.manual_seed(step_seed(cfg.seed, step, f"transfer{self.rank}"))
-            out["transferred"] = (self.transfer(content, style).detach(), labels)
+            images = self.transfer(content, style).detach()
+            if cfg.augment_generated:
+                images = self.data.augment_like_real(images, step, "transferred")
+            out["transferred"] = (images, labels)
         if self.counterfactuals is not None:
             cf = self.counterfactuals
             cf.rng.manual_seed(step_seed(cfg.seed, step, f"cgn{self.rank}"))
             images, labels, record = cf.sample()
             images = self._to_real_range(images)
-            if cfg.augment:   # the real stream's crop + flip, seeded per step
-                images = random_crop_flip(images, _gen(step_seed(cfg.seed, step, "cgn_aug"),
-                                                       "cpu"))
+            if cfg.augment_generated:
+                images = self.data.augment_like_real(images, step, "counterfactual")
             out["counterfactual"] = (images, labels, record.labels())
         return out
 
