@@ -36,7 +36,12 @@ def register(subparsers) -> None:
     p.add_argument("--rho", default=None,
                    help=f"training correlation rho, or a comma-separated list (default {d.rho})")
     p.add_argument("--scale", type=float, default=None,
-                   help=f"intervention step scale s (default {d.scale})")
+                   help="intervention steps U[-s, s] in standard deviations (default: chosen "
+                        "by the causal-bound score on the validation split among "
+                        f"{','.join(f'{v:g}' for v in d.scale_candidates)})")
+    p.add_argument("--style", dest="intervention_style", choices=("multi", "one"), default=None,
+                   help=f"multi: m directions per latent; one: one direction per image "
+                        f"(reference code) (default {d.intervention_style})")
     p.add_argument("--mode", dest="intervention_mode", choices=("add", "set"), default=None,
                    help=f"intervention edit mode (default {d.intervention_mode})")
     p.add_argument("--lambda1", type=float, default=None,
@@ -57,7 +62,8 @@ def demo_main(args) -> int:
 
     overrides = {k: getattr(args, k) for k in ("seeds", "steps", "gan_steps", "gan_batch_size",
                                                "cgn_steps", "scale", "intervention_mode",
-                                               "lambda1", "lambda2", "threads")
+                                               "intervention_style", "lambda1", "lambda2",
+                                               "threads")
                  if getattr(args, k) is not None}
     if args.lambda1 is not None:
         overrides["lambda1_transfer"] = args.lambda1

@@ -28,8 +28,22 @@ def test_quick_demo_writes_report(quick_report):
                  "counterfactuals.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     res = json.loads((out / "results.json").read_text())
-    assert set(res["methods"]) == {"erm", "gan-aug", "genint", "genint-transfer", "cgn",
-                                   "real+cgn"}
+    assert set(res["methods"]) == {"erm", "gan-aug", "genint", "genint-transfer",
+                                   "random-directions", "matched-norm", "cgn", "real+cgn"}
+    # the scale was selected on the validation split among the candidates, by the bound score
+    sel = res["selection"]
+    assert sel["selected"] and res["config"]["requested_scale"] is None
+    assert set(sel["scores"]) == {"0", "2", "8"}
+    assert sel["scale"] == max((float(k) for k in sel["scores"] if k != "0"),
+                               key=lambda k: sel["scores"][f"{k:g}"])
+    assert res["config"]["scale"] == sel["scale"]
+    # the mechanism measures: every set measured, shares in [0, 1], the readers' accuracy kept
+    rows = res["measures"]["rows"]
+    assert {"training images", "random directions (control)", "matched norm (control)"} <= set(rows)
+    assert any(k.startswith("intervened") for k in rows)
+    for name, r in rows.items():
+        assert 0.0 <= r["agreement_stroke"] <= 1.0 and 0.0 <= r["consistency"] <= 1.0, name
+    assert set(res["measures"]["readers_accuracy"]) == {"class", "stroke"}
     # the CGN was trained for the asked steps, its masks measured, and the verdict is stated
     assert res["cgn"]["steps"] == res["config"]["cgn_steps"] == 20
     assert 0.0 < res["cgn"]["mask"]["mean"] < 1.0
@@ -45,6 +59,8 @@ def test_quick_demo_writes_report(quick_report):
     for name in res["methods"]:
         assert f"| {name} |" in md
     assert "Verdict" in md and res["machine"] in md and "CGN:" in md
+    assert "What the interventions do" in md and "nuisance-label agreement" in md
+    assert "causal-bound score" in md
     assert "counterfactuals.png" in md
 
 

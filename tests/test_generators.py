@@ -272,3 +272,18 @@ def test_gan_command_on_builtin_digits(tmp_path, monkeypatch):
     gen = load_generator(str(out))
     assert gen.num_classes == 10 and gen.latent_dim == 8
     assert main(["gan", "--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_small_generator_without_class_batchnorm():
+    """class_bn=False: the class enters through gen_z only, so the layer's z-block still gives
+    the exact directions and the blocks hold one batch-norm gain/bias set."""
+    from genint_fast.directions import discover_svd
+
+    torch.manual_seed(0)
+    g = SmallGenerator(SmallGANConfig(class_bn=False)).eval()
+    assert g.blocks[0].bn1.gain.weight.shape[0] == 1
+    z = g.sample_latents(4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = g(z, torch.tensor([0, 1, 2, 3])), g(z, torch.tensor([3, 2, 1, 0]))
+    assert a.shape == (4, 3, 32, 32) and not torch.allclose(a, b)
+    assert discover_svd(g, 5).k == 5

@@ -28,10 +28,12 @@ import numpy as np
 import torch
 
 VARIANTS = ("colored", "double-colored", "textured")
-SPLITS = ("train", "test-id", "test-ood")
+# "val": a validation split drawn from the training distribution (train pool, rho) for choosing
+# settings; it comes last so the other splits' random streams are unchanged.
+SPLITS = ("train", "test-id", "test-ood", "val")
 NUM_CLASSES = 10
 SIZE = 32
-DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000}
+DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000}
 # Fraction of each class's digits that go to the train pool (the rest make the test pool).
 TRAIN_POOL_FRACTION = 0.7
 # Colour jitter, uniform +- per channel in [0, 1] units; smaller for the dark background colours
@@ -207,7 +209,7 @@ def make_biased_digits(variant: str = "colored", split: str = "train", rho: floa
     rho_eff = 0.0 if split == "test-ood" else float(rho)
     masks_all, targets = _digit_masks()
     train_pool, test_pool = _pools(seed)
-    pool = train_pool if split == "train" else test_pool
+    pool = train_pool if split in ("train", "val") else test_pool
     # One independent stream per (seed, variant, split).
     rng = np.random.Generator(np.random.PCG64(
         [seed, VARIANTS.index(variant), SPLITS.index(split), 0xB1A5]))

@@ -28,6 +28,8 @@ class SmallGANConfig:
     embed_dim: int = 32
     ch: int = 24          # base width: G runs 4ch -> 4ch -> 2ch -> ch, D the reverse
     image_size: int = 32  # fixed by the three up-sampling blocks from 4x4
+    class_bn: bool = True  # class-conditional batch norm in every block (BigGAN); False: the
+                           # class enters through gen_z only, like the latent
 
     def __post_init__(self):
         if self.image_size != 32:
@@ -83,10 +85,11 @@ class SmallGenerator(ConditionalGenerator):
         self.latent_dim, self.num_classes, self.image_size = c.latent_dim, c.num_classes, 32
         self.generator_id = generator_id
         w = 4 * c.ch
+        nb = c.num_classes if c.class_bn else 1
         self.embed = nn.Embedding(c.num_classes, c.embed_dim)
         self.gen_z = nn.Linear(c.latent_dim + c.embed_dim, 4 * 4 * w)
-        self.blocks = nn.ModuleList([GBlock(w, w, c.num_classes), GBlock(w, 2 * c.ch, c.num_classes),
-                                     GBlock(2 * c.ch, c.ch, c.num_classes)])
+        self.blocks = nn.ModuleList([GBlock(w, w, nb), GBlock(w, 2 * c.ch, nb),
+                                     GBlock(2 * c.ch, c.ch, nb)])
         self.bn_out = nn.BatchNorm2d(c.ch)
         self.to_rgb = nn.Conv2d(c.ch, 3, 3, padding=1)
 
@@ -96,8 +99,9 @@ class SmallGenerator(ConditionalGenerator):
         y = self.check_labels(y, z.shape[0])
         h = self.gen_z(torch.cat([z, self.embed(y).to(z.dtype)], dim=1))
         h = h.view(z.shape[0], -1, 4, 4)
+        yb = y if self.config.class_bn else torch.zeros_like(y)
         for block in self.blocks:
-            h = block(h, y)
+            h = block(h, yb)
         return torch.tanh(self.to_rgb(F.relu(self.bn_out(h))))
 
     def linear_z_map(self):
