@@ -157,7 +157,7 @@ def test_nuisance_only_classifier_shows_the_bias(variant):
 
 @pytest.mark.parametrize("kw, msg", [
     (dict(variant="striped"), "unknown variant"),
-    (dict(split="val"), "unknown split"),
+    (dict(split="validation"), "unknown split"),
     (dict(rho=1.5), "rho must be"),
     (dict(rho=-0.1), "rho must be"),
     (dict(n=0), "n must be"),
@@ -200,3 +200,17 @@ def test_default_build_is_fast():
         make_biased_digits("textured", split, 0.9, seed=0)
     # 14000 images; generous bound for a shared 2-core machine.
     assert time.perf_counter() - t0 < 15.0
+
+
+def test_validation_split_is_from_the_training_distribution():
+    """"val" draws from the train pool at the training rho, with its own random stream; adding it
+    left the other splits unchanged (their streams are keyed by their own index)."""
+    val = make_biased_digits("colored", "val", 0.9, n=2000)
+    train = make_biased_digits("colored", "train", 0.9, n=2000)
+    test = make_biased_digits("colored", "test-id", 0.9, n=2000)
+    from genint_fast.data.digits import _pools
+    train_pool, test_pool = _pools(0)
+    assert set(val.source.tolist()) <= set(train_pool.tolist())
+    assert not set(val.source.tolist()) & set(test_pool.tolist())
+    assert abs(float(val.follows[:, 0].float().mean()) - 0.9) < 0.03 and val.rho == 0.9
+    assert not torch.equal(val.images, train.images) and not torch.equal(val.images, test.images)
