@@ -210,7 +210,6 @@ def bound_main(args) -> int:
 
 
 def interventions_main(args) -> int:
-    from .directions import Directions  # noqa: F401  (import check before the long work)
     from .eval.nuisance import cached_readers, measure_images, train_readers
     from .intervene import ObservationalSampler, matched_norm_scale
 
