@@ -138,17 +138,6 @@ def _real(args, split="val"):
     raise ValueError(f"--data must be digits:<variant>[:RHO] or folder:DIR, got {args.data!r}")
 
 
-def _draw(sampler, n):
-    import torch
-
-    xs, ys = [], []
-    while sum(x.shape[0] for x in xs) < n:
-        x, y, _ = sampler.sample(min(256, n - sum(x.shape[0] for x in xs)))
-        xs.append(((x.float() + 1) / 2).clamp(0, 1).cpu())
-        ys.append(y.cpu())
-    return torch.cat(xs), torch.cat(ys)
-
-
 def _write(args, result):
     if args.out:
         path = Path(args.out)
@@ -159,6 +148,7 @@ def _write(args, result):
 
 def correlation_main(args) -> int:
     from .eval.correlation import correlation_score, train_nuisance_predictor
+    from .intervene import draw_images
 
     gen, d = _setup(args)
     inter = _sampler(gen, d, args)
@@ -168,8 +158,9 @@ def correlation_main(args) -> int:
     _log(f"training the nuisance predictor on intervened images ({args.steps} steps)")
     pred = train_nuisance_predictor(inter, steps=args.steps, seed=args.seed, log=_log)
     sets = {"real (validation split)": _real(args),
-            "observational": _draw(_sampler(gen, d, args, scale=0, seed=args.seed + 1), args.n),
-            "intervened": _draw(_sampler(gen, d, args, seed=args.seed + 2), args.n)}
+            "observational": draw_images(_sampler(gen, d, args, scale=0, seed=args.seed + 1),
+                                         args.n),
+            "intervened": draw_images(_sampler(gen, d, args, seed=args.seed + 2), args.n)}
     rows = {name: correlation_score(pred, x, y, seed=args.seed) for name, (x, y) in sets.items()}
     print("| images | nuisance -> label accuracy | chance | times chance |\n|---|---|---|---|")
     for name, r in rows.items():
@@ -183,18 +174,19 @@ def bound_main(args) -> int:
     import itertools
 
     from .eval.correlation import bound_features, causal_bound_score, median_bandwidth
+    from .intervene import draw_images
 
     gen, d = _setup(args)
     real, _ = _real(args)
     fr = bound_features(real)
-    obs, _ = _draw(_sampler(gen, d, args, scale=0), args.n)
+    obs, _ = draw_images(_sampler(gen, d, args, scale=0), args.n)
     h = median_bandwidth(fr, bound_features(obs))
     ts = _floats(args.sweep_truncation) if args.sweep_truncation else [args.truncation]
     ks = [int(v) for v in _floats(args.sweep_top_k)] if args.sweep_top_k else [args.top_k]
     ss = [None] if args.reference_ranges else _floats(args.sweep_scale)
     rows = []
     for t, k, s in itertools.product(ts, ks, ss):
-        x, _ = _draw(_sampler(gen, d, args, truncation=t, top_k=k, scale=s), args.n)
+        x, _ = draw_images(_sampler(gen, d, args, truncation=t, top_k=k, scale=s), args.n)
         score = causal_bound_score(fr, bound_features(x), h)
         rows.append({"truncation": t, "top_k": k, "scale": "reference" if s is None else s,
                      "log_p": score})
@@ -210,8 +202,9 @@ def bound_main(args) -> int:
 
 
 def interventions_main(args) -> int:
-    from .eval.nuisance import cached_readers, measure_images, train_readers
-    from .intervene import ObservationalSampler, matched_norm_scale
+    from .eval.nuisance import (cached_readers, format_measures_table, measure_images,
+                                train_readers)
+    from .intervene import ObservationalSampler, draw_images, matched_norm_scale
 
     if not args.data.startswith("digits:"):
         raise ValueError("analyze interventions reads nuisances back from pixels and works on "
@@ -238,13 +231,8 @@ def interventions_main(args) -> int:
     real = _real(args)
     rows = {"real (validation split)": measure_images(readers, *real)}
     for name, s in sets.items():
-        rows[name] = measure_images(readers, *_draw(s, args.n))
-    keys = [k for k in rows["observational"] if k.startswith("agreement_")]
-    print("| images | " + " | ".join(k.replace("_", " ") + " (%)" for k in keys)
-          + " | class consistency (%) |\n|---" * 1 + "|---" * (len(keys) + 1) + "|")
-    for name, r in rows.items():
-        print(f"| {name} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys)
-              + f" | {100 * r['consistency']:.1f} |")
+        rows[name] = measure_images(readers, *draw_images(s, args.n))
+    print(format_measures_table({"rows": rows}))
     _write(args, {"analysis": "interventions", "readers_accuracy": readers.accuracy,
                   "rows": rows, "args": vars(args) | {"func": None}})
     return 0

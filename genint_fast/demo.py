@@ -338,31 +338,24 @@ def _intervention_sampler(gen, directions, cfg, scale, seed, *, control="none"):
     return s
 
 
-def _draw(sampler, n):
-    xs, ys = [], []
-    while sum(x.shape[0] for x in xs) < n:
-        x, y, _ = sampler.sample(min(256, n - sum(x.shape[0] for x in xs)))
-        xs.append(((x.float() + 1) / 2).clamp(0, 1))
-        ys.append(y)
-    return torch.cat(xs), torch.cat(ys)
-
-
 def _select_scale(cfg: DemoConfig, gen, directions, log) -> dict:
     """The intervention scale with the largest causal-bound score log P(x|z) of the validation
     split (drawn from the training distribution) among cfg.scale_candidates; the test splits are
     not read. Scale 0 (observational samples) is scored for reference, not chosen."""
     from .data.digits import make_biased_digits
     from .eval.correlation import bound_features, causal_bound_score, median_bandwidth
-    from .intervene import ObservationalSampler
+    from .intervene import ObservationalSampler, draw_images
 
     val = make_biased_digits(cfg.variant, "val", cfg.rho, seed=cfg.data_seed,
                              n=cfg.measure_n)
     fr = bound_features(val.float_images())
-    obs, _ = _draw(ObservationalSampler(gen, truncation=cfg.truncation, seed=11), cfg.measure_n)
+    obs, _ = draw_images(ObservationalSampler(gen, truncation=cfg.truncation, seed=11),
+                         cfg.measure_n)
     h = median_bandwidth(fr, bound_features(obs))
     scores = {0.0: causal_bound_score(fr, bound_features(obs), h)}
     for sc in cfg.scale_candidates:
-        x, _ = _draw(_intervention_sampler(gen, directions, cfg, float(sc), 11), cfg.measure_n)
+        x, _ = draw_images(_intervention_sampler(gen, directions, cfg, float(sc), 11),
+                           cfg.measure_n)
         scores[float(sc)] = causal_bound_score(fr, bound_features(x), h)
     chosen = cfg.scale if cfg.scale is not None else \
         max((s for s in scores if s > 0), key=lambda s: scores[s])
@@ -379,7 +372,7 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
     training images, the GAN's observational samples (gan-aug's truncation too), the selected
     interventions and the two controls."""
     from .eval.nuisance import cached_readers, measure_images
-    from .intervene import ObservationalSampler
+    from .intervene import ObservationalSampler, draw_images
 
     kw = dict(class_steps=60, nuisance_steps=40, n=600) if cfg.quick else {}
     readers = cached_readers(cfg.variant, out / "readers.pt", log=log, data_seed=cfg.data_seed,
@@ -398,23 +391,11 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
             "matched norm (control)":
             _intervention_sampler(gen, directions, cfg, scale, 25, control="matched-norm")}
     for name, sampler in sets.items():
-        rows[name] = measure_images(readers, *_draw(sampler, n))
+        rows[name] = measure_images(readers, *draw_images(sampler, n))
     for name, r in rows.items():
         log(f"  {name:32s} " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in r.items()
                                          if k != "n"))
     return {"readers_accuracy": readers.accuracy, "rows": rows}
-
-
-def format_measures_table(measures: dict) -> str:
-    rows = measures["rows"]
-    keys = [k for k in next(iter(rows.values())) if k.startswith("agreement_")]
-    head = ("| images | " + " | ".join(f"nuisance-label agreement, {k[10:]} (%)" for k in keys)
-            + " | class consistency (%) |")
-    lines = [head, "|---" * (len(keys) + 2) + "|"]
-    for name, r in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys)
-                     + f" | {100 * r['consistency']:.1f} |")
-    return "\n".join(lines)
 
 
 def _intervention_figure(gen, directions, cfg, out: Path):
@@ -493,6 +474,8 @@ def _cgn_settings(results: dict) -> str:
 
 
 def _write_markdown(results: dict, path: Path):
+    from .eval.nuisance import format_measures_table
+
     c = results["config"]
     lines = [
         "# genint-fast demo: results", "",
@@ -670,6 +653,8 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
     _bar_plot(results, out / "accuracy.png")
     log("")
     log(format_results_table(results))
+    from .eval.nuisance import format_measures_table
+
     log(format_measures_table(measures))
     log(f"verdict: {results['verdict']}")
     if results["cgn_verdict"]:

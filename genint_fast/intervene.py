@@ -19,7 +19,8 @@ from .directions import Directions
 from .generators.base import ConditionalGenerator, check_truncation, truncated_latents
 
 __all__ = ["NuisanceRecord", "InterventionSampler", "ObservationalSampler", "reference_ranges",
-           "matched_norm_scale", "intervention_grid", "save_grid", "dump_image_folder"]
+           "draw_images", "matched_norm_scale", "intervention_grid", "save_grid",
+           "dump_image_folder"]
 
 
 def reference_ranges(k: int | None = None) -> torch.Tensor:
@@ -223,6 +224,19 @@ class ObservationalSampler(_Sampler):
         empty = torch.zeros(b, 0, dtype=torch.long, device=self.device)
         return images, labels, NuisanceRecord(labels, z, empty, empty.float(), z,
                                               self.truncation, "none")
+
+
+@torch.no_grad()
+def draw_images(sampler, n, chunk=256):
+    """n images from a sampler, in [0, 1] on the CPU, with their labels (drawn `chunk` at a
+    time)."""
+    xs, ys, have = [], [], 0
+    while have < int(n):
+        x, y, _ = sampler.sample(min(int(chunk), int(n) - have))
+        xs.append(((x.float() + 1) / 2).clamp(0, 1).cpu())
+        ys.append(y.cpu())
+        have += x.shape[0]
+    return torch.cat(xs), torch.cat(ys)
 
 
 @torch.no_grad()

@@ -23,8 +23,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .shape import fit_reader
+
 __all__ = ["Readers", "train_readers", "save_readers", "load_readers", "cached_readers",
-           "agreement", "consistency", "measure_images", "READER_SEED_OFFSET"]
+           "agreement", "consistency", "measure_images", "format_measures_table",
+           "READER_SEED_OFFSET"]
 
 # The readers' benchmark instance: data_seed + this offset (train split for fitting, test-id
 # split for their held-out accuracy; both at rho = 0).
@@ -58,28 +61,6 @@ class Readers:
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def _fit(x, y, steps, batch_size, seed):
-    from ..train.models import SmallCNN
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = SmallCNN(10)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(int(steps)):
-        idx = torch.randint(x.shape[0], (batch_size,), generator=g)
-        xb = x[idx]
-        # Small shifts, so the readers do not depend on where the digit sits.
-        dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
-        xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
-        loss = F.cross_entropy(net(_normalise(xb)), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return net.eval()
-
-
 def train_readers(variant="colored", *, data_seed=0, n=6000, class_steps=1000,
                   nuisance_steps=300, batch_size=64, seed=0) -> Readers:
     """Fit the class reader and the nuisance reader(s) of `variant` and measure each on held-out
@@ -98,12 +79,26 @@ def train_readers(variant="colored", *, data_seed=0, n=6000, class_steps=1000,
         targets[name] = (train.nuisance[:, col], held.nuisance[:, col])
     nets, acc = {}, {}
     for k, (name, (y, yh)) in enumerate(targets.items()):
-        net = _fit(x, y, class_steps if name == "class" else nuisance_steps, batch_size,
-                   seed + k)
+        net = fit_reader(x, y, class_steps if name == "class" else nuisance_steps, batch_size,
+                         seed + k, shift=2)
         with torch.no_grad():
             acc[name] = (net(_normalise(xh)).argmax(1) == yh).float().mean().item()
         nets[name] = net
     return Readers(variant, nets.pop("class"), nets, acc)
+
+
+def format_measures_table(measures: dict) -> str:
+    """Markdown table of {"rows": {name: measure_images(...)}}: agreement per nuisance and
+    class consistency, in %."""
+    rows = measures["rows"]
+    keys = [k for k in next(iter(rows.values())) if k.startswith("agreement_")]
+    head = ("| images | " + " | ".join(f"nuisance-label agreement, {k[10:]} (%)" for k in keys)
+            + " | class consistency (%) |")
+    lines = [head, "|---" * (len(keys) + 2) + "|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys)
+                     + f" | {100 * r['consistency']:.1f} |")
+    return "\n".join(lines)
 
 
 def save_readers(readers: Readers, path) -> None:

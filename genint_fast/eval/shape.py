@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["digit_shapes", "train_shape_reader", "shape_consistency"]
+__all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "shape_consistency"]
 
 
 def digit_shapes(split="train", n=4000, seed=0):
@@ -33,26 +33,37 @@ def digit_shapes(split="train", n=4000, seed=0):
     return x, torch.from_numpy(targets[src])
 
 
-def train_shape_reader(steps=300, batch_size=64, seed=0):
-    """A SmallCNN trained on colour-free train-pool digits; returns (reader in eval(), its
-    top-1 on colour-free test-pool digits)."""
+def fit_reader(x, y, steps, batch_size=64, seed=0, shift=0):
+    """A measuring net: a SmallCNN(10) fitted to images x in [0, 1] and labels y with Adam
+    (lr 3e-3), seeded; shift > 0 rolls each batch by up to +-shift pixels so the net does not
+    depend on where the digit sits. Returned in eval()."""
     from ..train.models import SmallCNN
 
-    x, y = digit_shapes("train", seed=seed)
-    xt, yt = digit_shapes("test", n=1000, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        reader = SmallCNN(10)
-    opt = torch.optim.Adam(reader.parameters(), lr=3e-3)
+        net = SmallCNN(10)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed)
-    reader.train()
+    net.train()
     for _ in range(int(steps)):
         idx = torch.randint(x.shape[0], (batch_size,), generator=g)
-        loss = F.cross_entropy(reader((x[idx] - 0.5) / 0.5), y[idx])
+        xb = x[idx]
+        if shift:
+            dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=g))
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+        loss = F.cross_entropy(net((xb - 0.5) / 0.5), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    reader.eval()
+    return net.eval()
+
+
+def train_shape_reader(steps=300, batch_size=64, seed=0):
+    """A SmallCNN trained on colour-free train-pool digits; returns (reader in eval(), its
+    top-1 on colour-free test-pool digits)."""
+    x, y = digit_shapes("train", seed=seed)
+    xt, yt = digit_shapes("test", n=1000, seed=seed)
+    reader = fit_reader(x, y, steps, batch_size, seed)
     with torch.no_grad():
         acc = (reader((xt - 0.5) / 0.5).argmax(1) == yt).float().mean().item()
     return reader, acc
