@@ -506,7 +506,9 @@ def _write_markdown(results: dict, path: Path):
                                               results["selection"]["scores"].items())
         + f" -> scale {results['selection']['scale']:g}. Stream weights were fixed before "
         "any run (every generated stream weighs as much as the real one), the same for every "
-        "method; nothing was tuned on a test split.", "",
+        "method; the classifier's learning rate, steps and batch sizes are the earlier demo's "
+        "defaults, kept unchanged for every method; nothing in this run was tuned on a test "
+        "split.", "",
         "Settings: small CNN, SGD lr {lr}, {steps} steps of {bs} real images; genint streams "
         "{gb} images/step, lambda1 {l1} (genint and its controls), {l1t} (genint-transfer), "
         "lambda2 {l2}; interventions: style {style}, m {m} of the top {k} of {nd} SVD "
