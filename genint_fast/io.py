@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_atomic", "load_state"]
+__all__ = ["save_atomic", "write_text_atomic", "load_state"]
 
 
 def save_atomic(obj, path) -> Path:
@@ -14,11 +14,20 @@ def save_atomic(obj, path) -> Path:
 
     A kill at any moment leaves either the previous complete file or the new complete file under
     the final name, never a partial one (a stale `*.tmp<pid>` file may remain; it is ignored)."""
+    return _write_atomic(path, lambda fh: torch.save(obj, fh))
+
+
+def write_text_atomic(text: str, path) -> Path:
+    """Write a UTF-8 text file (a report, a JSON record) the same all-or-nothing way."""
+    return _write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _write_atomic(path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
+        write(fh)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
