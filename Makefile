@@ -21,6 +21,9 @@ $(VENV)/.stamp: pyproject.toml
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q "setuptools>=77" wheel "pybind11>=2.10" "ninja>=1.10" "cmake>=3.18"
 	GENINT_FAST_SKIP_EXT=1 $(PIP) install -q -e ".[dev]" --no-build-isolation
+	# tests compare our corruptions with the imagecorruptions release, which declares the GUI
+	# build of OpenCV and cannot import as released: installed without its declared deps
+	$(PIP) install -q --no-deps "imagecorruptions==1.1.2" "opencv-python-headless>=4.8"
 	touch $@
 
 build/.ext-stamp: $(VENV)/.stamp $(SOURCES)

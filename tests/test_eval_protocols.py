@@ -119,6 +119,18 @@ def _logits(rows):
     return torch.tensor(rows, dtype=torch.float32)
 
 
+def test_relative_mce_where_defined_leaves_out_undegraded_corruptions():
+    # baseline: clean 0.10; fog degrades it (0.30 at both severities), pixelate does not (0.10)
+    base = {"fog": [0.30, 0.30], "pixelate": [0.10, 0.10]}
+    ours = {"fog": [0.20, 0.30], "pixelate": [0.05, 0.10]}
+    score, left_out = rb.relative_mce_where_defined(ours, 0.05, base, 0.10)
+    # fog: ((0.20 - 0.05) + (0.30 - 0.05)) / ((0.30 - 0.10) * 2) = 0.40 / 0.40 = 100 %
+    assert left_out == ["pixelate"] and score.corruptions == ("fog",)
+    assert score.mce == pytest.approx(100.0) and not score.complete
+    with pytest.raises(ValueError, match="no corruption raises"):
+        rb.relative_mce_where_defined({"pixelate": [0.1]}, 0.1, {"pixelate": [0.1]}, 0.1)
+
+
 def test_objectnet_topk_unrestricted_and_restricted():
     logits = _logits([
         # 0    1    2    3    4    5

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CORRUPTIONS", "EXTRA_CORRUPTIONS", "SEVERITIES", "ALEXNET_ERR", "ALEXNET_CLEAN_ERR",
-    "CorruptionScore", "corruption_errors", "mce", "relative_mce",
+    "CorruptionScore", "corruption_errors", "mce", "relative_mce", "relative_mce_where_defined",
 ]
 
 SEVERITIES = 5
@@ -193,3 +193,23 @@ def relative_mce(errors, clean_err, reference_errors=None,
                              "out or use another reference.")
         ratios[c] = (sum(e) - n * clean) / denom
     return _score("relative mCE", ratios, n)
+
+
+def relative_mce_where_defined(errors, clean_err, reference_errors, reference_clean_err):
+    """(relative mCE over the corruptions that degrade the reference, the corruptions left out).
+
+    A corruption that does not raise the reference's error above its clean error (on 32 px
+    digits: pixelate, JPEG and zoom blur leave a colour-reading classifier untouched) has no
+    relative CE; it is left out and named, and the score is then marked incomplete. Raises
+    ValueError when no corruption degrades the reference."""
+    errs = corruption_errors(errors)
+    ref = corruption_errors(reference_errors)
+    ref_clean = _error(reference_clean_err, "reference_clean_err")
+    keep = [c for c in errs if c in ref and sum(ref[c]) - len(ref[c]) * ref_clean > 1e-12]
+    left_out = [c for c in errs if c not in keep]
+    if not keep:
+        raise ValueError("no corruption raises the reference's error above its clean error; "
+                         "relative mCE is undefined against this reference")
+    score = relative_mce({c: errs[c] for c in keep}, clean_err, {c: ref[c] for c in keep},
+                         ref_clean)
+    return score, left_out
