@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "genint_fast.cgn_cli",
     "genint_fast.data.cli",
     "genint_fast.train_cli",
+    "genint_fast.eval_cli",
     "genint_fast.transfer_cli",
     "genint_fast.analyze_cli",
     "genint_fast.demo_cli",

@@ -374,23 +374,33 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert summary["steps"] == 3 and 0 <= summary["test-ood"]["top1"] <= 1
     assert cli_main(args) == 2       # refuses to overwrite without --resume
     assert "pass --resume" in capsys.readouterr().err
-    assert cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--n", "50",
-                     "--split", "test-id"]) == 0
+    ev = ["eval", "accuracy", "--checkpoint", str(out / "checkpoint.pt"), "--out",
+          str(tmp_path / "ev")]
+    assert cli_main([*ev, "--n", "50", "--split", "test-id"]) == 0
     res = json.loads(capsys.readouterr().out.strip())
-    assert res["n"] == 50 and res["step"] == 3 and 0 <= res["top1"] <= res["top5"] <= 1
+    (row,) = res["rows"]
+    assert res["images"]["n"] == 50 and row["step"] == 3 and row["checkpoint"] == "cli"
+    # the same images and model as the trainer's own evaluation give the same accuracy
+    from genint_fast.train import TrainConfig, build_model, evaluate, load_digits_split
+    st = load_checkpoint(out / "checkpoint.pt")
+    model = build_model("smallcnn", 10)
+    model.load_state_dict(st["model"])
+    images, labels = load_digits_split(TrainConfig(**st["config"]), "test-id", 50)
+    assert (row["top1"], row["top5"]) == evaluate(model, images, labels)
+    assert json.loads((tmp_path / "ev" / "accuracy.json").read_text()) == res
+    assert "| cli | 3 |" in (tmp_path / "ev" / "accuracy.md").read_text()
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
     # the same 40 test images as an image folder give the same accuracy as the built-in split
     from genint_fast.data import export_biased_digits
     export_biased_digits(str(tmp_path / "folder"), splits=("test-id",), sizes={"test-id": 40})
-    assert cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--n", "40",
-                     "--split", "test-id"]) == 0
-    built_in = json.loads(capsys.readouterr().out.strip())
-    assert cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt"),
-                     "--folder", str(tmp_path / "folder" / "test-id")]) == 0
+    assert cli_main([*ev, "--n", "40", "--split", "test-id"]) == 0
+    built_in = json.loads(capsys.readouterr().out.strip())["rows"][0]
+    assert cli_main([*ev, "--folder", str(tmp_path / "folder" / "test-id")]) == 0
     folder = json.loads(capsys.readouterr().out.strip())
-    assert folder["n"] == 40
-    assert (folder["top1"], folder["top5"]) == (built_in["top1"], built_in["top5"])
+    assert folder["images"]["n"] == 40 and folder["images"]["size"] == 32
+    assert (folder["rows"][0]["top1"], folder["rows"][0]["top5"]) == \
+        (built_in["top1"], built_in["top5"])
 
 
 # ---------------------------------------------------------------------------- torchrun DDP

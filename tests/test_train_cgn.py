@@ -176,7 +176,8 @@ def test_cli_train_and_eval_an_ensemble_checkpoint(tmp_path, cgn_ckpt, capsys):
     assert cli_main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["steps"] == 2
-    assert cli_main(["eval", "--checkpoint", str(out / "checkpoint.pt"), "--n", "60",
-                     "--split", "test-ood"]) == 0
+    assert cli_main(["eval", "accuracy", "--checkpoint", str(out / "checkpoint.pt"), "--n",
+                     "60", "--split", "test-ood", "--out", str(tmp_path / "ev")]) == 0
     res = json.loads(capsys.readouterr().out.strip())
-    assert res["n"] == 60 and res["top1"] == pytest.approx(summary["test-ood"]["top1"])
+    assert res["images"]["n"] == 60
+    assert res["rows"][0]["top1"] == pytest.approx(summary["test-ood"]["top1"])

@@ -22,10 +22,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1
 
 
-def scan_image_folder(root: str, classes: list[str] | None = None):
+def scan_image_folder(root: str, classes: list[str] | None = None, *, ignore_extra=False):
     """Return (classes, files, labels) for an image-folder tree; files are absolute paths in a
     sorted, deterministic order.  `classes` fixes the class list (e.g. the training set's) so that
-    another split maps to the same indices.  Raises one clear error for a missing or empty tree."""
+    another split maps to the same indices; other class folders are an error unless
+    `ignore_extra` (e.g. ObjectNet's classes outside a mapping).  Raises one clear error for a
+    missing or empty tree."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder {root!r} does not exist or is not a folder")
     root = os.path.abspath(root)
@@ -39,7 +41,7 @@ def scan_image_folder(root: str, classes: list[str] | None = None):
         classes = list(classes)
         missing = [c for c in classes if c not in found]
         extra = [c for c in found if c not in classes]
-        if extra:
+        if extra and not ignore_extra:
             raise ValueError(f"image folder {root!r} has class folder(s) {extra[:3]} that are "
                              "not in the given class list")
         if missing:

@@ -40,8 +40,9 @@ Grayscale (H, W) input: like the package, it is stacked to three channels and co
 three-channel result is then turned back into one channel with the ITU-R 601-2 luma transform of
 PIL's `convert("L")` (so a corruption that keeps the channels equal returns them unchanged).
 
-Batch API: `corrupt(images, name, severity, seed)` corrupts image i of an (N, 3, H, W) uint8
-tensor with `np.random.RandomState(seed_for(seed, name, severity, i))`; see `seed_for`.
+Batch API: `corrupt(images, name, severity, seed, start)` corrupts image i of an (N, 3, H, W)
+uint8 tensor with `np.random.RandomState(seed_for(seed, name, severity, start + i))`; see
+`seed_for`.
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from .models import build_model
 from .objective import Stream, stream_losses
 from .producer import Producer, step_seed
 
-__all__ = ["Trainer", "RealData", "evaluate", "evaluate_folder", "load_digits_split", "run_training",
+__all__ = ["Trainer", "RealData", "evaluate", "load_digits_split", "run_training",
            "init_distributed"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -254,35 +254,6 @@ def load_weights(model, path):
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise ValueError(f"init_weights {path} does not fit the model ({first[1].strip() if len(first) > 1 else first[0]})") from None
-
-
-@torch.no_grad()
-def evaluate_folder(model, root, *, num_classes, size=32, batch_size=256, device="cpu",
-                    num_threads=0):
-    """(top-1, top-5, n) of `model` on an image-folder tree (sorted class folders = labels),
-    read with genint_fast.data's torch loader: resized to `size`, no crop margin, normalised
-    like the trainer's inputs."""
-    from ..data.loader import make_loader
-
-    loader = make_loader(str(root), loader="torch", batch_size=batch_size, size=size,
-                         augment="none", device=device, shuffle=False, crop_fraction=1.0,
-                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), num_threads=num_threads)
-    classes = getattr(loader, "classes", None)
-    if classes is not None and len(classes) != num_classes:
-        raise ValueError(f"{root} has {len(classes)} class folders but the model has "
-                         f"{num_classes} classes")
-    model.eval()
-    c1 = c5 = n = 0
-    for images, labels in loader:
-        logits = model(images.to(device)).float()
-        labels = labels.to(device)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        c1 += (top[:, 0] == labels).sum().item()
-        c5 += (top == labels[:, None]).any(dim=1).sum().item()
-        n += labels.shape[0]
-    if n == 0:
-        raise ValueError(f"no readable images under {root}")
-    return c1 / n, c5 / n, n
 
 
 class Trainer:
