@@ -94,6 +94,12 @@ class DemoConfig:
     cgn_stream_batch_size: int = 64   # counterfactuals per classifier step
     cgn_per_mask: int = 1
     lambda_cgn: float = 1.0           # weight of the counterfactual stream in real+cgn
+    # corruption robustness (genint_fast.eval): the first corruption_n in-distribution test
+    # images under the 15 corruptions x corruption_severities, relative mCE against erm (same
+    # seed); in distribution, as ImageNet-C corrupts ImageNet's own validation images (out of
+    # distribution erm is at chance already and a relative mCE is undefined)
+    corruption_n: int = 500
+    corruption_severities: tuple = (1, 2, 3, 4, 5)
     threads: int = 2
     quick: bool = False
     extra: dict = field(default_factory=dict)
@@ -108,7 +114,8 @@ class DemoConfig:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
         for key in ("train_size", "test_size", "seeds", "steps", "batch_size", "gen_batch_size",
                     "num_directions", "top_k", "m", "threads", "gan_batch_size",
-                    "cgn_batch_size", "cgn_stream_batch_size", "cgn_per_mask", "measure_n"):
+                    "cgn_batch_size", "cgn_stream_batch_size", "cgn_per_mask", "measure_n",
+                    "corruption_n"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.gan_steps < 0 or self.cgn_steps < 0:
@@ -118,6 +125,10 @@ class DemoConfig:
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got "
                              f"{', '.join(self.methods) or 'nothing'}")
+        if not self.corruption_severities or any(
+                int(v) not in (1, 2, 3, 4, 5) for v in self.corruption_severities):
+            raise ValueError(f"corruption_severities must be among 1..5, got "
+                             f"{self.corruption_severities}")
         if not self.m <= self.top_k <= self.num_directions:
             raise ValueError(f"need m <= top_k <= num_directions, got {self.m}, {self.top_k}, "
                              f"{self.num_directions}")
@@ -131,7 +142,8 @@ def quick_config(**overrides) -> DemoConfig:
                 cgn_steps=20, cgn_batch_size=16, cgn_feature_net="none", cgn_stream_batch_size=16,
                 steps=25, batch_size=32, gen_batch_size=8, transfer_batch_size=4,
                 transfer_steps=(2, 3),
-                num_directions=10, top_k=10, quick=True)
+                num_directions=10, top_k=10, corruption_n=40, corruption_severities=(3,),
+                quick=True)
     base.update(overrides)
     return DemoConfig(**base)
 
@@ -163,17 +175,22 @@ def format_results_table(results: dict) -> str:
     """Markdown table: method | ID top-1 | OOD top-1 (mean +- 95% interval half-width, and the
     standard deviation) | seconds per run | seeds."""
     n = results["config"]["seeds"]
-    lines = ["| method | ID top-1 (%) | OOD top-1 (%) | train s / run | seeds |",
-             "|---|---|---|---|---|"]
+    rob = any("rmce_mean" in r for r in results["methods"].values())
+    lines = ["| method | ID top-1 (%) | OOD top-1 (%) | "
+             + ("corrupted ID rel. mCE vs erm (%) | " if rob else "")
+             + "train s / run | seeds |", "|---|---|---|" + ("---|" if rob else "") + "---|---|"]
 
-    def cell(r, key):
+    def cell(r, key, scale=100):
+        if f"{key}_mean" not in r:
+            return "n/a"
         ci = r.get(f"{key}_ci95", float("nan"))
-        ci_txt = f" +- {100 * ci:.1f}" if math.isfinite(ci) else ""
-        return f"{100 * r[key + '_mean']:.1f}{ci_txt} (sd {100 * r[key + '_std']:.1f})"
+        ci_txt = f" +- {scale * ci:.1f}" if math.isfinite(ci) else ""
+        return f"{scale * r[key + '_mean']:.1f}{ci_txt} (sd {scale * r[key + '_std']:.1f})"
 
     for name, r in results["methods"].items():
         lines.append(f"| {name} | {cell(r, 'id')} | {cell(r, 'ood')} | "
-                     f"{r['seconds_mean']:.0f} | {n} |")
+                     + (f"{cell(r, 'rmce', 1)} | " if rob else "")
+                     + f"{r['seconds_mean']:.0f} | {n} |")
     return "\n".join(lines)
 
 
@@ -239,7 +256,7 @@ def _gan(cfg: DemoConfig, train, out: Path, log):
 
 
 def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, train, tests,
-               out: Path, log, cgn_path=None):
+               out: Path, log, cgn_path=None, corrupted=None):
     from .train.config import TrainConfig
     from .train.trainer import Trainer, evaluate
 
@@ -276,8 +293,73 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     last = trainer.fit()
     seconds = time.perf_counter() - t0
     acc = {name: evaluate(trainer.model, ds.images, ds.labels)[0] for name, ds in tests.items()}
-    return {"seed": seed, "id": acc["id"], "ood": acc["ood"], "seconds": seconds,
-            "final_loss": last.get("loss")}, trainer
+    row = {"seed": seed, "id": acc["id"], "ood": acc["ood"], "seconds": seconds,
+           "final_loss": last.get("loss")}
+    if corrupted is not None:
+        row["corruption"] = _corruption_errors(trainer.model, corrupted)
+    return row, trainer
+
+
+def _corrupted_test(cfg: DemoConfig, test, log):
+    """The first corruption_n test images under every corruption x severity, made once
+    (genint_fast.eval.corruptions, seeded per image) and shared by every run."""
+    from .eval.corruptions import CORRUPTIONS
+    from .eval.protocols import corrupt_all
+
+    n = min(cfg.corruption_n, int(test.labels.shape[0]))
+    settings = [(c, int(s)) for c in CORRUPTIONS for s in cfg.corruption_severities]
+    t0 = time.perf_counter()
+    images = corrupt_all(test.images[:n], settings, seed=cfg.data_seed,
+                         workers=min(2, int(cfg.threads)))
+    log(f"  {len(settings)} corruption settings x {n} ID test images in "
+        f"{time.perf_counter() - t0:.0f} s")
+    return {"clean": test.images[:n], "labels": test.labels[:n], "images": images}
+
+
+def _corruption_errors(model, corrupted) -> dict:
+    from .train.trainer import evaluate
+
+    labels = corrupted["labels"]
+    errs = {"clean": 1 - evaluate(model, corrupted["clean"], labels)[0]}
+    for (c, s), x in corrupted["images"].items():
+        errs[f"{c}/{s}"] = 1 - evaluate(model, x, labels)[0]
+    return errs
+
+
+def _relative_mce_vs_erm(per_method: dict, cfg: DemoConfig) -> None:
+    """Adds rmce_mean / rmce_std / rmce_ci95 to every method: the relative mCE (%) of each seed
+    against erm's run with the same seed (genint_fast.eval.robustness), over the corruptions
+    that raise erm's error above its clean error in every seed (the others have no relative CE;
+    they are listed in per_method["erm"]["rmce_left_out"])."""
+    from .eval.corruptions import CORRUPTIONS
+    from .eval.robustness import relative_mce
+
+    if "erm" not in per_method:
+        return
+    sev = [int(s) for s in cfg.corruption_severities]
+
+    def table(errs, keep):
+        return {c: [errs[f"{c}/{s}"] for s in sev] for c in keep}
+
+    base = {r["seed"]: r["corruption"] for r in per_method["erm"]["runs"]}
+    keep = [c for c in CORRUPTIONS
+            if all(sum(b[f"{c}/{s}"] - b["clean"] for s in sev) > 1e-12 for b in base.values())]
+    per_method["erm"]["rmce_left_out"] = [c for c in CORRUPTIONS if c not in keep]
+    if not keep:
+        return
+    for r in per_method.values():
+        vals = []
+        for run in r["runs"]:
+            b = base.get(run["seed"])
+            if b is None:
+                continue
+            run["rmce_vs_erm"] = relative_mce(table(run["corruption"], keep),
+                                              run["corruption"]["clean"], table(b, keep),
+                                              b["clean"]).mce
+            vals.append(run["rmce_vs_erm"])
+        if vals:
+            r["rmce_mean"], r["rmce_std"] = _mean_std(vals)
+            r["rmce_ci95"] = _ci95(vals)
 
 
 def _cgn(cfg: DemoConfig, train, out: Path, log):
@@ -418,6 +500,22 @@ def _gan_samples_figure(gen, out: Path):
     return save_grid(x, out / "gan_samples.png", ncols=10)
 
 
+def _gradcam_figure(per_method: dict, models: dict, test_ood, out: Path, n=8):
+    """Grad-CAM (torchcam) of erm and of the method with the best OOD mean on the first n OOD
+    test images, seed 0 of each: OUT/gradcam.png. Returns what it drew (or None)."""
+    from .eval.gradcam import gradcam_sheet
+
+    others = [m for m in per_method if m != "erm" and m in models]
+    if "erm" not in models or not others:
+        return None
+    best = max(others, key=lambda m: per_method[m]["ood_mean"])
+    rows = {"erm": (models["erm"], "mean"), best: (models[best], "mean")}
+    x, y = test_ood.images[:n], test_ood.labels[:n]
+    path = gradcam_sheet(rows, x, y, out / "gradcam.png")
+    return {"path": path.name, "rows": list(rows), "images": int(x.shape[0]),
+            "split": "test-ood", "seed": 0}
+
+
 def _transfer_figure(trainer, out: Path, n=8):
     """Rows: real content, intervened style image, transferred result (label = content's)."""
     from .intervene import save_grid
@@ -522,11 +620,16 @@ def _write_markdown(results: dict, path: Path):
             gab=c["gan_aug_batch_size"] or c["batch_size"], lg=c["lambda_gan_aug"],
             gs=results["gan"]["steps"]), "",
         *([_cgn_settings(results), ""] if results.get("cgn") else []),
+        *([_robustness_note(results), ""] if any(
+            "rmce_mean" in r for r in results["methods"].values()) else []),
         "Figures: `accuracy.png` (bar plot), `gan_samples.png` (one column per class), "
         "`interventions.png` (one row per direction, steps from -s to +s), `transfers.png` "
         "(rows: real content, intervened style, transferred result), `counterfactuals.png` "
         "(CGN: rows mask, texture, background, composite per class, then counterfactual rows: "
-        "the shape of one class with the texture and background of each column's class).", "",
+        "the shape of one class with the texture and background of each column's class)"
+        + (f", `gradcam.png` (Grad-CAM of {' vs '.join(results['gradcam']['rows'])}, seed 0, "
+           "on OOD test images: where each classifier looks)" if results.get("gradcam")
+           else "") + ".", "",
         "Per seed (top-1 %, ID / OOD):", "",
     ]
     for name, r in results["methods"].items():
@@ -534,6 +637,22 @@ def _write_markdown(results: dict, path: Path):
         lines.append(f"- {name}: {runs}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _robustness_note(results: dict) -> str:
+    c = results["config"]
+    left = results["methods"].get("erm", {}).get("rmce_left_out") or []
+    return ("Corruption robustness: the first {n} in-distribution test images under the 15 "
+            "ImageNet-C "
+            "corruptions at severities {sev} (generated on the fly by "
+            "`genint_fast.eval.corruptions`, seeded per image); relative mCE = mean over "
+            "corruptions of sum_s (err(c, s) - clean err) / the same sum for erm with the same "
+            "seed, in % (erm = 100; lower is more robust). AlexNet-normalised mCE is not shown: "
+            "its constants are ImageNet's.").format(
+        n=c["corruption_n"], sev=", ".join(str(s) for s in c["corruption_severities"])) + (
+        f" Left out of the relative mCE (erm's error there is no higher than on clean images "
+        f"in some seed, so a relative CE is undefined): {', '.join(left)}."
+        if left else "")
 
 
 def write_summary(results_list: list, path: Path) -> Path:
@@ -552,7 +671,7 @@ def write_summary(results_list: list, path: Path) -> Path:
         for row in format_results_table(res).splitlines()[2:]:
             cells = [x.strip() for x in row.strip("|").split("|")]
             lines.append(f"| {c['variant']} | {c['rho']:g} | {cells[0]} | {cells[1]} | "
-                         f"{cells[2]} | {cells[4]} |")
+                         f"{cells[2]} | {cells[-1]} |")
     lines.append("")
     for res in results_list:
         c = res["config"]
@@ -605,12 +724,15 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
         log("[6/8] CGN: not needed by the chosen methods")
 
     log(f"[7/8] classifiers: {', '.join(cfg.methods)} x {cfg.seeds} seed(s), {cfg.steps} steps")
-    per_method, transfer_trainer = {}, None
+    corrupted = _corrupted_test(cfg, test_id, log)
+    per_method, transfer_trainer, seed0_models = {}, None, {}
     for method in cfg.methods:
         runs = []
         for seed in range(cfg.seeds):
             r, trainer = _train_one(cfg, method, seed, gan_path, dir_path, train, tests, out, log,
-                                    cgn_path=cgn_path)
+                                    cgn_path=cgn_path, corrupted=corrupted)
+            if seed == 0:
+                seed0_models[method] = trainer.model
             runs.append(r)
             log(f"  {method:16s} seed {seed}: ID {100 * r['id']:.1f}  OOD {100 * r['ood']:.1f}"
                 f"  ({r['seconds']:.0f} s)")
@@ -626,9 +748,12 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
                               "seconds_mean": statistics.fmean(r["seconds"] for r in runs),
                               "runs": runs}
 
+    _relative_mce_vs_erm(per_method, cfg)
+
     log("[8/8] report")
     if transfer_trainer is not None:
         _transfer_figure(transfer_trainer, out)
+    gradcam = _gradcam_figure(per_method, seed0_models, test_ood, out)
     cfg_dict = asdict(cfg)
     cfg_dict["requested_scale"] = requested_scale
     cfg_dict["methods"] = list(cfg.methods)
@@ -646,6 +771,7 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
         "measures": measures,
         "cgn": cgn_summary,
         "methods": per_method,
+        "gradcam": gradcam,
     }
     results["effect_shown"], results["verdict"] = _verdict(results)
     results["cgn_target_met"], results["cgn_verdict"] = _cgn_verdict(results)

@@ -62,6 +62,20 @@ def test_quick_demo_writes_report(quick_report):
     assert "What the interventions do" in md and "nuisance-label agreement" in md
     assert "causal-bound score" in md
     assert "counterfactuals.png" in md
+    # corruption robustness: every run measured on the same corrupted ID images (quick: all 15
+    # corruptions at severity 3); erm against itself (same seed) is exactly 100
+    from genint_fast.eval.corruptions import CORRUPTIONS
+    for name, r in res["methods"].items():
+        errs = r["runs"][0]["corruption"]
+        assert set(errs) == {"clean"} | {f"{c}/3" for c in CORRUPTIONS}, name
+    assert res["methods"]["erm"]["runs"][0]["rmce_vs_erm"] == pytest.approx(100.0)
+    assert "corrupted ID rel. mCE vs erm (%)" in md and "relative mCE" in md
+    # Grad-CAM sheet: erm against the method with the best OOD mean
+    best = max((m for m in res["methods"] if m != "erm"),
+               key=lambda m: res["methods"][m]["ood_mean"])
+    assert res["gradcam"]["rows"] == ["erm", best]
+    assert (out / "gradcam.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "gradcam.png" in md
 
 
 def test_quick_demo_reuses_cached_gan(quick_report, tmp_path):
