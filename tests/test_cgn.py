@@ -369,7 +369,7 @@ def _image_folder(root: Path, classes=("a", "b"), per_class=4) -> Path:
 
 
 def test_cli_defaults_per_variant_and_overrides():
-    from genint_fast.cgn_cli import _configs
+    from genint_fast.cli.cgn import _configs
     from genint_fast.cli import build_parser
 
     args = build_parser().parse_args(["cgn", "--data", "digits:double-colored", "--out", "x"])

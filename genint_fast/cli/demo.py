@@ -5,7 +5,7 @@ import sys
 
 
 def register(subparsers) -> None:
-    from .demo import METHODS, DemoConfig
+    from ..demo import METHODS, DemoConfig
 
     d = DemoConfig()
     p = subparsers.add_parser(
@@ -58,7 +58,7 @@ def register(subparsers) -> None:
 def demo_main(args) -> int:
     from pathlib import Path
 
-    from .demo import DemoConfig, quick_config, run_demo, write_summary
+    from ..demo import DemoConfig, quick_config, run_demo, write_summary
 
     overrides = {k: getattr(args, k) for k in ("seeds", "steps", "gan_steps", "gan_batch_size",
                                                "cgn_steps", "scale", "intervention_mode",
@@ -100,6 +100,6 @@ def demo_main(args) -> int:
 
 
 if __name__ == "__main__":
-    from .cli import main
+    from . import main
 
     sys.exit(main(["demo"] + sys.argv[1:]))

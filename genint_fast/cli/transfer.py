@@ -60,7 +60,7 @@ def load_images(source, count, size, seed, what):
     import torch.nn.functional as F
 
     if source.startswith("digits:"):
-        from .data import make_biased_digits
+        from ..data import make_biased_digits
 
         parts = source.split(":")
         try:
@@ -96,7 +96,7 @@ def load_images(source, count, size, seed, what):
 
 
 def build_features(spec, device, log=print):
-    from . import features as feats
+    from .. import features as feats
 
     if spec == "small":
         return feats.project_small_vgg(device=device, log=log)
@@ -110,7 +110,7 @@ def build_features(spec, device, log=print):
 def main(args) -> int:
     from torchvision.utils import save_image
 
-    from .transfer import StyleTransfer
+    from ..transfer import StyleTransfer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -130,9 +130,9 @@ def main(args) -> int:
     else:
         if not args.directions:
             raise ValueError("--generator needs --directions FILE")
-        from .directions import load_directions
-        from .generators import load_generator
-        from .intervene import InterventionSampler
+        from ..directions import load_directions
+        from ..generators import load_generator
+        from ..intervene import InterventionSampler
 
         gen = load_generator(args.generator, device=device, cache_dir=args.cache_dir)
         d = load_directions(args.directions, gen)

@@ -1,4 +1,4 @@
-"""`genint-fast train`: the GenInt trainer (evaluation of its checkpoints: eval_cli.py).
+"""`genint-fast train`: the GenInt trainer (evaluation of its checkpoints: cli/eval.py).
 
     genint-fast train --config configs/demo.yaml [key=value ...] [--resume]
     torchrun --nproc_per_node 2 -m genint_fast.cli train --config configs/demo.yaml
@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def train_main(args) -> int:
-    from .train import evaluate, load_config, load_digits_split, run_training
+    from ..train import evaluate, load_config, load_digits_split, run_training
 
     cfg = load_config(args.config, args.overrides)   # every check before any work
     try:

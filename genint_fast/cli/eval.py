@@ -123,7 +123,7 @@ def _crop_fraction(args, classifiers) -> float:
 
 
 def _images(args, classifiers):
-    from .eval.sources import digits_images, folder_images
+    from ..eval.sources import digits_images, folder_images
 
     if args.folder is not None:
         if args.n is not None:
@@ -140,7 +140,7 @@ def _images(args, classifiers):
                          "images to evaluate (or --data digits:<variant>)")
     if args.size is not None and args.size != 32:
         raise ValueError("the built-in digits are 32 x 32; --size applies to --folder")
-    from .train.checkpoint import load_checkpoint
+    from ..train.checkpoint import load_checkpoint
     seed = int(load_checkpoint(classifiers[0].path)["config"].get("data_seed", 0))
     return digits_images(data, args.split, n=args.n, data_seed=seed, batch_size=args.batch_size)
 
@@ -148,8 +148,8 @@ def _images(args, classifiers):
 def main(args) -> int:
     import torch
 
-    from .eval.checkpoints import parse_checkpoint_args
-    from .eval.report import write_report
+    from ..eval.checkpoints import parse_checkpoint_args
+    from ..eval.report import write_report
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -165,11 +165,11 @@ def main(args) -> int:
     log = lambda msg: print(msg, file=sys.stderr)   # noqa: E731
     p = args.protocol
     if p == "accuracy":
-        from .eval.protocols import accuracy
+        from ..eval.protocols import accuracy
         res = accuracy(classifiers, _images(args, classifiers), head=args.head)
     elif p == "corruptions":
-        from .eval.checkpoints import load_classifier
-        from .eval.protocols import corruption_robustness
+        from ..eval.checkpoints import load_classifier
+        from ..eval.protocols import corruption_robustness
         baseline = None
         if args.baseline is not None:
             name, sep, path = args.baseline.partition("=")
@@ -182,22 +182,22 @@ def main(args) -> int:
             corruptions=args.corruptions, severities=args.severities, seed=args.seed,
             workers=args.workers, head=args.head, log=log)
     elif p == "objectnet":
-        from .eval.protocols import objectnet
+        from ..eval.protocols import objectnet
         res = objectnet(classifiers, args.folder, args.mapping, size=args.size,
                         batch_size=args.batch_size, head=args.head)
     elif p == "backgrounds":
-        from .eval.protocols import backgrounds
+        from ..eval.protocols import backgrounds
         res = backgrounds(classifiers, args.folder, in9_map=args.in9_map,
                           size=_size(args, classifiers),
                           crop_fraction=_crop_fraction(args, classifiers),
                           batch_size=args.batch_size, head=args.head)
     elif p == "shape-bias":
-        from .eval.protocols import shape_bias
+        from ..eval.protocols import shape_bias
         res = shape_bias(classifiers, args.folder, size=_size(args, classifiers),
                          crop_fraction=_crop_fraction(args, classifiers),
                          batch_size=args.batch_size, head=args.head)
     else:
-        from .eval.protocols import gradcam_sheet_for
+        from ..eval.protocols import gradcam_sheet_for
         if args.images < 1:
             raise ValueError(f"--images must be >= 1, got {args.images}")
         res = gradcam_sheet_for(classifiers, _images(args, classifiers), args.out,

@@ -13,7 +13,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def register(sub) -> None:
-    from .generators import GENERATOR_SPECS
+    from ..generators import GENERATOR_SPECS
 
     # ---- gan
     p = sub.add_parser("gan", help="train the small class-conditional 32x32 GAN")
@@ -125,7 +125,7 @@ def load_training_data(source):
         except ValueError:
             raise ValueError(f"bad correlation in --data {source!r}") from None
         try:
-            from .data import make_biased_digits
+            from ..data import make_biased_digits
         except ImportError as exc:
             raise RuntimeError(f"the built-in digits need genint_fast.data ({exc})") from None
         ds = make_biased_digits(variant, "train", rho=rho)
@@ -146,8 +146,8 @@ def load_training_data(source):
 
 
 def gan_main(args) -> int:
-    from .generators import GANTrainConfig, SmallGANConfig, load_small_generator, train_gan
-    from .intervene import save_grid
+    from ..generators import GANTrainConfig, SmallGANConfig, load_small_generator, train_gan
+    from ..intervene import save_grid
 
     device = _setup(args)
     images, labels, classes = load_training_data(args.data)
@@ -175,8 +175,8 @@ def gan_main(args) -> int:
 def directions_main(args) -> int:
     import time
 
-    from .directions import discover, save_directions
-    from .generators import load_generator
+    from ..directions import discover, save_directions
+    from ..generators import load_generator
 
     device = _setup(args)
     gen = load_generator(args.generator, device=device, cache_dir=args.cache_dir)
@@ -218,9 +218,9 @@ def _parse_rows(text, k):
 
 
 def generate_main(args) -> int:
-    from .directions import load_directions
-    from .generators import load_generator
-    from .intervene import (InterventionSampler, dump_image_folder, intervention_grid,
+    from ..directions import load_directions
+    from ..generators import load_generator
+    from ..intervene import (InterventionSampler, dump_image_folder, intervention_grid,
                             reference_ranges, save_grid)
 
     device = _setup(args)
@@ -252,6 +252,6 @@ def generate_main(args) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
+    from . import main
 
     sys.exit(main(["generate", *sys.argv[1:]]))

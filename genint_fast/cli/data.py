@@ -13,7 +13,7 @@ def register(sub) -> None:
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     dsub.required = True
 
-    from .digits import DEFAULT_SIZES, SIZE, SPLITS, VARIANTS
+    from ..data.digits import DEFAULT_SIZES, SIZE, SPLITS, VARIANTS
 
     e = dsub.add_parser("export", help="write the biased-digits benchmark as an image-folder "
                         "tree OUT/<split>/<class>/<index>.png")
@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 
 def export_main(args) -> int:
-    from .digits import export_biased_digits
+    from ..data.digits import export_biased_digits
 
     t0 = time.perf_counter()
     sizes = {s: getattr(args, f"n_{s.replace('-', '_')}") for s in args.splits}
@@ -56,7 +56,7 @@ def export_main(args) -> int:
 def validate_main(args) -> int:
     import os
 
-    from .validate import scan_image_folder, validate_files
+    from ..data.validate import scan_image_folder, validate_files
 
     classes, files, _ = scan_image_folder(args.root)
     res = validate_files(args.root, files, threads=args.threads, use_cache=not args.no_cache)

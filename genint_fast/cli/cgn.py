@@ -88,7 +88,7 @@ def _check_flags(args) -> None:
 
 
 def _load_data(source):
-    from .gen_cli import load_training_data
+    from .gen import load_training_data
 
     try:
         return load_training_data(source)
@@ -104,7 +104,7 @@ def _load_data(source):
 def _configs(args, variant, num_classes, state):
     """(CGNConfig, CGNTrainConfig): the checkpoint's own settings when resuming, else the
     variant's defaults; flags given on the command line override either."""
-    from .cgn import CGNConfig, CGNTrainConfig
+    from ..cgn import CGNConfig, CGNTrainConfig
 
     train_over = {field: getattr(args, attr) for attr, field in _TRAIN_FLAGS
                   if getattr(args, attr) is not None}
@@ -121,7 +121,7 @@ def _configs(args, variant, num_classes, state):
 def cgn_main(args) -> int:
     import torch
 
-    from .cgn import (counterfactual_sheet, load_cgn, mask_statistics, read_cgn_checkpoint,
+    from ..cgn import (counterfactual_sheet, load_cgn, mask_statistics, read_cgn_checkpoint,
                       train_cgn)
 
     _check_flags(args)
@@ -160,6 +160,6 @@ def cgn_main(args) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
+    from . import main
 
     sys.exit(main(["cgn", *sys.argv[1:]]))

@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    from .benchmarks.common import format_table, machine
+    from ..benchmarks.common import format_table, machine
 
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]

@@ -79,8 +79,8 @@ def register(sub):
 def _setup(args):
     import torch
 
-    from .directions import discover, load_directions
-    from .generators import load_generator
+    from ..directions import discover, load_directions
+    from ..generators import load_generator
 
     if args.n < 20:
         raise ValueError(f"--n must be >= 20, got {args.n}")
@@ -95,7 +95,7 @@ def _setup(args):
 
 
 def _sampler(gen, d, args, *, truncation=None, top_k=None, scale=None, seed=None):
-    from .intervene import InterventionSampler, ObservationalSampler, reference_ranges
+    from ..intervene import InterventionSampler, ObservationalSampler, reference_ranges
 
     t = args.truncation if truncation is None else truncation
     k = args.top_k if top_k is None else int(top_k)
@@ -114,7 +114,7 @@ def _real(args, split="val"):
     import torch
 
     if args.data.startswith("digits:"):
-        from .data.digits import make_biased_digits
+        from ..data.digits import make_biased_digits
 
         parts = args.data.split(":")
         variant = parts[1] if len(parts) > 1 else "colored"
@@ -122,7 +122,7 @@ def _real(args, split="val"):
         ds = make_biased_digits(variant, split, rho, n=args.n)
         return ds.float_images(), ds.labels
     if args.data.startswith("folder:"):
-        from .data.loader import make_loader
+        from ..data.loader import make_loader
 
         loader = make_loader(args.data[len("folder:"):], loader="torch", batch_size=256,
                              size=32, augment="none", shuffle=True, seed=args.seed,
@@ -147,8 +147,8 @@ def _write(args, result):
 
 
 def correlation_main(args) -> int:
-    from .eval.correlation import correlation_score, train_nuisance_predictor
-    from .intervene import draw_images
+    from ..eval.correlation import correlation_score, train_nuisance_predictor
+    from ..intervene import draw_images
 
     gen, d = _setup(args)
     inter = _sampler(gen, d, args)
@@ -173,8 +173,8 @@ def correlation_main(args) -> int:
 def bound_main(args) -> int:
     import itertools
 
-    from .eval.correlation import bound_features, causal_bound_score, median_bandwidth
-    from .intervene import draw_images
+    from ..eval.correlation import bound_features, causal_bound_score, median_bandwidth
+    from ..intervene import draw_images
 
     gen, d = _setup(args)
     real, _ = _real(args)
@@ -202,9 +202,9 @@ def bound_main(args) -> int:
 
 
 def interventions_main(args) -> int:
-    from .eval.nuisance import (cached_readers, format_measures_table, measure_images,
+    from ..eval.nuisance import (cached_readers, format_measures_table, measure_images,
                                 train_readers)
-    from .intervene import ObservationalSampler, draw_images, matched_norm_scale
+    from ..intervene import ObservationalSampler, draw_images, matched_norm_scale
 
     if not args.data.startswith("digits:"):
         raise ValueError("analyze interventions reads nuisances back from pixels and works on "
@@ -218,7 +218,7 @@ def interventions_main(args) -> int:
     sets = {"observational": _sampler(gen, d, args, scale=0, seed=args.seed + 1),
             "intervened": inter}
     if hasattr(inter, "directions"):
-        from .intervene import InterventionSampler
+        from ..intervene import InterventionSampler
 
         sets["random directions (control)"] = InterventionSampler(
             gen, d.random_like(args.seed), truncation=args.truncation, top_k=inter.top_k,

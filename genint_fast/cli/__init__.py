@@ -1,7 +1,8 @@
 """`genint-fast <command>`: the command-line interface.
 
-Each command lives in the module that owns its work and registers itself through a function
-`register(subparsers)` that adds a sub-parser whose `func(args) -> int` runs the command.
+One module per command group in this package (bench, gen, cgn, data, train, eval, transfer,
+analyze, demo); each registers its commands through `register(subparsers)`, adding sub-parsers
+whose `func(args) -> int` runs the command. The library modules they drive never import from here.
 """
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ import sys
 
 # Modules that contribute commands, in the order their commands are listed in --help.
 COMMAND_MODULES = [
-    "genint_fast.bench_cli",
-    "genint_fast.gen_cli",
-    "genint_fast.cgn_cli",
-    "genint_fast.data.cli",
-    "genint_fast.train_cli",
-    "genint_fast.eval_cli",
-    "genint_fast.transfer_cli",
-    "genint_fast.analyze_cli",
-    "genint_fast.demo_cli",
+    "genint_fast.cli.bench",
+    "genint_fast.cli.gen",
+    "genint_fast.cli.cgn",
+    "genint_fast.cli.data",
+    "genint_fast.cli.train",
+    "genint_fast.cli.eval",
+    "genint_fast.cli.transfer",
+    "genint_fast.cli.analyze",
+    "genint_fast.cli.demo",
 ]
 
 
@@ -45,6 +46,3 @@ def main(argv=None) -> int:
         print(f"genint-fast {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())
