@@ -353,7 +353,6 @@ def test_transferred_stream_is_deterministic_and_restyled(tmp_path):
 
 
 def test_tensorboard_events_match_jsonl(tmp_path):
-    pytest.importorskip("tensorboard", reason="needs the tensorboard package")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     cfg = tiny(tmp_path, "steps=2", "mode=erm", "tensorboard=true")
     Trainer(cfg).fit()
@@ -371,7 +370,8 @@ def test_cli_train_then_eval(tmp_path, capsys):
             "mode=erm", "eval_size=100", f"out={out}"]
     assert cli_main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert summary["steps"] == 3 and 0 <= summary["test-ood"]["top1"] <= 1
+    assert summary["steps"] == 3 and set(summary) >= {"test-id", "test-ood", "final"}
+    assert summary["test-ood"]["top1"] <= summary["test-ood"]["top5"]
     assert cli_main(args) == 2       # refuses to overwrite without --resume
     assert "pass --resume" in capsys.readouterr().err
     ev = ["eval", "accuracy", "--checkpoint", str(out / "checkpoint.pt"), "--out",

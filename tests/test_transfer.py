@@ -254,7 +254,6 @@ def test_train_and_cache_small_vgg(tmp_path):
 
 
 def test_cli_writes_grid(tmp_path, net):
-    pytest.importorskip("PIL")
     netfile = save_small_vgg({k: v for k, v in net.body.state_dict().items()},
                              tmp_path / "net.pt")
     out = tmp_path / "grid.png"
