@@ -4,12 +4,15 @@ A checkpoint carries the model's architecture (model, num_classes, heads), its w
 and the training recipe. Evaluation reads only these: it never re-validates the recipe, so a
 checkpoint stays usable after its training folder, generator or init weights moved or were
 deleted. The evaluation image size defaults to the training size (32 for the built-in digits,
-`image_size` for folder training) and inputs are normalised the way the trainer normalised them.
+`image_size` for folder training) and inputs are normalised the way the trainer normalised them:
+the checkpoint config's `normalize` (half or imagenet mean/std; checkpoints written before the
+key existed were trained with half, (x - 0.5) / 0.5).
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -67,6 +70,7 @@ class Classifier:
 def load_classifier(path, *, name: str | None = None, device="cpu") -> Classifier:
     """The classifier of a genint-fast training checkpoint, built from the checkpoint alone."""
     from ..train.checkpoint import load_checkpoint
+    from ..train.config import NORMALIZATIONS, resolve_normalize
     from ..train.models import build_model
 
     st = load_checkpoint(path)
@@ -86,10 +90,19 @@ def load_classifier(path, *, name: str | None = None, device="cpu") -> Classifie
             from None
     data = str(cfg.get("data", ""))
     size = int(cfg.get("image_size", 224)) if data.startswith("folder:") else DIGITS_SIZE
+    norm = cfg.get("normalize", "half")      # older checkpoints: the trainer's half then
+    if norm == "auto":                       # not written by the trainer (it resolves auto)
+        norm = resolve_normalize(SimpleNamespace(normalize="auto", data=data,
+                                                 model=str(cfg["model"])))
+    if norm not in NORMALIZATIONS:
+        raise ValueError(f"{path} has normalize={norm!r}; expected one of "
+                         f"{', '.join(NORMALIZATIONS)} (pass a checkpoint written by "
+                         "genint-fast train)")
+    mean, std = NORMALIZATIONS[norm]
     model.to(torch.device(device)).eval()
     return Classifier(name=name or _default_name(path), path=str(path), model=model,
                       step=int(st.get("step", 0)), num_classes=int(cfg["num_classes"]),
-                      heads=heads, size=size, data=data)
+                      heads=heads, size=size, data=data, mean=tuple(mean), std=tuple(std))
 
 
 def _default_name(path) -> str:

@@ -1,6 +1,10 @@
 """Trainer configuration: a dataclass loaded from a YAML recipe (configs/*.yaml) plus
 `key=value` command-line overrides (values parsed as YAML scalars). Every check runs before any
-work starts; a bad config raises one ValueError sentence naming the key."""
+work starts; a bad config raises one ValueError sentence naming the key.
+
+Each field carries its one-line meaning in `metadata["help"]`; `config_help()` turns the fields
+into the key list of `genint-fast train --help`, so the two cannot drift. This module imports no
+torch (the CLI builds its help from it)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,123 +13,180 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["TrainConfig", "load_config", "MODES", "MODELS", "IMPLEMENTED_MODES"]
+__all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MODES", "MODELS",
+           "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES"]
 
 MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer", "cgn",
          "real+cgn")
 # Modes this trainer runs today; the others are refused with a clear message.
 IMPLEMENTED_MODES = MODES
 MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
+GENERATOR_MODES = ("gan-aug", "genint", "genint-transfer")   # modes that load `generator`
+TRANSFER_MODES = ("stylized", "genint-transfer")              # modes that use transfer_*
 _AMP = ("none", "bf16", "fp16")
+# Input normalisation (x in [0, 1] -> (x - mean) / std), by name.
+NORMALIZATIONS = {
+    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),                       # (x - 0.5) / 0.5
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),       # torchvision's
+}
+# Generator specs the config can check without loading anything (genint_fast.generators holds
+# the loaders; tests/test_recipes.py checks these names against it).
+BIGGAN_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
+RANDOM_GENERATORS = BIGGAN_NAMES + ("tiny", "small32")
+_BIGGAN_FILES = ("config.json", "pytorch_model.bin")
+
+
+def _key(default, help: str, **kw):
+    """A config field: its default and its one line of meaning (shown by `train --help`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
 
 
 @dataclass
 class TrainConfig:
     # what to train
-    mode: str = "genint"
-    model: str = "smallcnn"
-    heads: str = "single"           # single | ensemble (CGN's invariant ensemble: shape, texture
-                                    # and background heads on a shared backbone)
-    num_classes: int = 10
-    init_weights: str | None = None  # fine-tuning: a state-dict file or a training checkpoint
-    # data: built-in biased digits "digits:<variant>[:rho]" or "folder:<DIR>" (DIR/<class>/<img>)
-    data: str = "digits:colored:0.9"
-    data_size: int = 10000          # training images drawn from the built-in split
-    data_seed: int = 0
-    augment: bool = True            # digits: random crop (pad 4) + flip; folder: random resized
-                                    # crop + flip (SPEC 6); seeded per step
-    augment_generated: bool = True  # the same augmentation on every other stream (generated,
-                                    # intervened, transferred, counterfactual), as the reference
-    image_size: int = 224           # folder data: training resolution
+    mode: str = _key("genint", "what to train: " + " | ".join(MODES))
+    model: str = _key("smallcnn", "classifier: smallcnn (32x32 images) | resnet18 | resnet50 | "
+                                  "resnet152 (torchvision architectures)")
+    heads: str = _key("single", "single | ensemble (CGN's invariant ensemble: shape, texture and "
+                                "background heads on a shared backbone)")
+    num_classes: int | None = _key(None, "number of classes; null = from the data (10 for the "
+                                         "digits, the class-folder count for a folder); a set "
+                                         "value must match the data")
+    init_weights: str | None = _key(None, "fine-tuning: a state-dict file (e.g. torchvision's "
+                                          "resnet152-*.pth) or a genint-fast checkpoint; null = "
+                                          "random initialisation")
+    normalize: str = _key("auto", "input normalisation: auto (imagenet for folders, ResNets and "
+                                  "torchvision weights; half for digits + smallcnn; an init "
+                                  "checkpoint's own) | imagenet | half ((x - 0.5) / 0.5)")
+    # data
+    data: str = _key("digits:colored:0.9", "training images: digits:<colored|double-colored|"
+                                           "textured>[:RHO] (built in) or folder:DIR "
+                                           "(DIR/<class>/<image>)")
+    data_size: int = _key(10000, "digits: training images drawn from the built-in split")
+    data_seed: int = _key(0, "digits: seed of the built-in benchmark")
+    augment: bool = _key(True, "augment real images, seeded per step: digits random crop (pad 4) "
+                               "+ flip; folders random resized crop + flip (SPEC 6)")
+    augment_generated: bool = _key(True, "the real stream's augmentation on every other stream "
+                                         "(generated, intervened, transferred, counterfactual)")
+    image_size: int = _key(224, "folder data: training resolution in pixels (digits are 32)")
     # streams and objective L = CE(real) + lambda1 CE(int) + lambda2 CE(transferred)
-    batch_size: int = 64            # real images per step
-    gen_batch_size: int = 16        # generated images per step
-    lambda1: float = 0.05
-    lambda2: float = 0.0
-    forward: str = "concat"         # concat (shared BN statistics) | separate
-    mixup_alpha: float = 0.4
-    autoaugment_policy: str = "cifar10"   # torchvision AutoAugmentPolicy: imagenet|cifar10|svhn
+    batch_size: int = _key(64, "real images per step (per process under torchrun)")
+    gen_batch_size: int = _key(16, "generated (intervened / GAN) images per step")
+    lambda1: float = _key(0.05, "weight of the intervened (or gan-aug generated) stream's CE")
+    lambda2: float = _key(0.0, "weight of the transferred stream's CE")
+    forward: str = _key("concat", "concat (one forward, shared batch-norm statistics) | separate "
+                                  "(one forward per stream)")
+    mixup_alpha: float = _key(0.4, "mode mixup: Beta(alpha, alpha) of the mixing weight")
+    autoaugment_policy: str = _key("cifar10", "mode autoaugment: torchvision policy imagenet | "
+                                              "cifar10 | svhn")
     # style transfer (modes stylized, genint-transfer; genint_fast.transfer)
-    transfer_batch_size: int = 8
-    transfer_features: str = "small:random"   # small:random[:SEED] | small (trained, cached) | vgg19
-    transfer_steps: list = field(default_factory=lambda: [20, 70])
-    transfer_optimizer: str = "lbfgs"           # lbfgs | adam
-    transfer_kernel: str = "poly2"
+    transfer_batch_size: int = _key(8, "transferred images per step (modes stylized, "
+                                       "genint-transfer)")
+    transfer_features: str = _key("small:random", "style-transfer features: small:random[:SEED] "
+                                                  "| small (trained on the digits, cached) | "
+                                                  "vgg19 (torchvision cache) | vgg19:FILE")
+    transfer_steps: list = _key([20, 70], "[lo, hi]: optimisation steps per transfer batch, "
+                                          "drawn per batch (reference [20, 70])")
+    transfer_optimizer: str = _key("lbfgs", "lbfgs (reference, lr 1) | adam")
+    transfer_kernel: str = _key("poly2", "style MMD kernel: poly2 (Gram) | linear | gaussian | bn")
     # generator and interventions
-    generator: str = "random:small32:0"
-    directions: str | None = None   # file; null = exact SVD directions computed at start
-    num_directions: int = 20
-    truncation: float = 1.0
-    top_k: int = 20
-    m: int = 5
-    scale: float = 1.0              # steps U[-scale, scale] in standard deviations
-    step_ranges: str | None = None  # null (use scale) | reference (the reference code's
-                                    # per-direction table, 60 directions)
-    intervention_mode: str = "add"  # add (paper: component std units) | set (reference code:
-                                    # latent std units)
-    intervention_style: str = "multi"   # multi (m directions per latent) | one (reference: one
-                                        # direction per image, per_latent images per latent)
-    per_latent: int = 5
-    control: str = "none"           # none | random-directions (random unit directions, same
-                                    # steps) | matched-norm (unsteered latents scaled to the
-                                    # steered latents' mean norm); genint modes only
+    generator: str = _key("random:small32:0", "generator: a BigGAN weights folder (config.json + "
+                                              "pytorch_model.bin), biggan-deep-128|256|512 "
+                                              "(package cache), a `genint-fast gan` checkpoint, "
+                                              "or random:ARCH[:SEED] (untrained)")
+    directions: str | None = _key(None, "GANSpace directions file; null = exact SVD directions of "
+                                        "the generator's first layer, computed at start")
+    num_directions: int = _key(20, "k: directions computed (reference 80)")
+    truncation: float = _key(1.0, "latent truncation t in (0, 1]")
+    top_k: int = _key(20, "interventions choose among the top_k directions (reference 60)")
+    m: int = _key(5, "intervention_style multi: directions edited per latent")
+    scale: float = _key(1.0, "steps U[-scale, scale] in standard deviations (when step_ranges is "
+                             "null)")
+    step_ranges: str | None = _key(None, "null (use scale) | reference (the reference code's "
+                                         "per-direction range table, 60 directions)")
+    intervention_mode: str = _key("add", "add (paper: component std units) | set (reference "
+                                         "code: sets the latent coordinate)")
+    intervention_style: str = _key("multi", "multi (m directions per latent) | one (reference: "
+                                            "one direction per image, per_latent images per "
+                                            "latent)")
+    per_latent: int = _key(5, "intervention_style one: images per base latent (reference 5)")
+    control: str = _key("none", "none | random-directions | matched-norm (genint modes: controls "
+                                "for the steering)")
     # CGN counterfactual stream (modes cgn, real+cgn; or added to any mode when cgn is set)
-    cgn: str | None = None          # a `genint-fast cgn` checkpoint
-    cgn_batch_size: int = 64        # counterfactuals per step
-    cgn_per_mask: int = 1           # counterfactuals drawn per shape mask
-    cgn_labels: str = "uniform"     # uniform (independent classes) | permute (reference code)
-    lambda_cgn: float | None = None  # weight of the counterfactual stream; null = lambda1
-                                     # (mode cgn: the only stream, weight 1)
+    cgn: str | None = _key(None, "a `genint-fast cgn` checkpoint: adds the counterfactual stream")
+    cgn_batch_size: int = _key(64, "counterfactuals per step")
+    cgn_per_mask: int = _key(1, "counterfactuals drawn per shape mask")
+    cgn_labels: str = _key("uniform", "counterfactual classes: uniform (independent) | permute "
+                                      "(reference code)")
+    lambda_cgn: float | None = _key(None, "weight of the counterfactual stream; null = lambda1 "
+                                          "(mode cgn: the only stream, weight 1)")
     # producers
-    producer: str = "thread"        # thread (background, bounded queue) | inline (sequential)
-    queue_size: int = 4
+    producer: str = _key("thread", "thread (background producer, bounded queue) | inline")
+    queue_size: int = _key(4, "batches the producers make ahead")
     # optimisation (SGD, step schedule: lr *= gamma every lr_step_epochs epochs)
-    steps: int = 1000
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_step_epochs: float = 30.0
-    lr_gamma: float = 0.1
-    amp: str = "none"               # none | bf16 | fp16 (CUDA only)
-    channels_last: bool = False     # CUDA only
+    epochs: float | None = _key(None, "training length in epochs of the real data; when set it "
+                                      "replaces steps")
+    steps: int = _key(1000, "training steps (when epochs is null)")
+    lr: float = _key(0.1, "SGD learning rate")
+    momentum: float = _key(0.9, "SGD momentum")
+    weight_decay: float = _key(1e-4, "SGD weight decay")
+    lr_step_epochs: float = _key(30.0, "multiply the learning rate by lr_gamma every this many "
+                                       "epochs")
+    lr_gamma: float = _key(0.1, "learning-rate decay factor (1 = constant)")
+    amp: str = _key("none", "mixed precision on CUDA: none | bf16 | fp16")
+    channels_last: bool = _key(False, "channels-last memory format (CUDA only)")
     # run
-    device: str = "cpu"
-    seed: int = 0
-    threads: int | None = None      # torch intra-op threads (fixed count: bitwise resume on CPU)
-    out: str = "runs/demo"
-    checkpoint_every: int = 200
-    log_every: int = 20
-    progress: bool = True
-    tensorboard: bool = False       # also write TensorBoard events to OUT/tb (needs tensorboard)
-    eval_size: int = 2000           # images per test split in the end-of-run summary
-    extra: dict = field(default_factory=dict)   # free-form notes, kept in the checkpoint
+    device: str = _key("cpu", "cpu | cuda | cuda:N")
+    seed: int = _key(0, "seed of the model, data order, augmentation and generated streams")
+    threads: int | None = _key(None, "torch intra-op threads (a fixed count gives bitwise resume "
+                                     "on CPU); null = torch's default")
+    out: str = _key("runs/demo", "output folder: checkpoint.pt, metrics.jsonl, tb/")
+    checkpoint_every: int = _key(200, "write a checkpoint every this many steps (and at each "
+                                      "epoch end and the end)")
+    log_every: int = _key(20, "write a metrics row every this many steps")
+    progress: bool = _key(True, "show a progress bar")
+    tensorboard: bool = _key(False, "also write TensorBoard events to OUT/tb (needs tensorboard)")
+    eval_size: int = _key(2000, "digits: images per test split in the end-of-run summary")
+    extra: dict = _key({}, "free-form notes, kept in the checkpoint")
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
         def bad(key, msg):
             raise ValueError(f"invalid config: {key} {msg}")
 
-        types = {f.name: f.type for f in dataclasses.fields(self)}
-        for name in types:
-            v = getattr(self, name)
-            t = types[name]
+        for f in dataclasses.fields(self):
+            name, v = f.name, getattr(self, f.name)
+            t = str(f.type)
+            optional = t.endswith(" | None")
+            t = t.removesuffix(" | None")
+            if v is None:
+                if optional:
+                    continue
+                bad(name, "must not be null")
             if t == "int" and (not isinstance(v, int) or isinstance(v, bool)):
-                bad(name, f"must be an integer, got {v!r}")
+                bad(name, f"must be an integer{' or null' if optional else ''}, got {v!r}")
             if t == "float":
                 if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    bad(name, f"must be a number, got {v!r}")
+                    bad(name, f"must be a number{' or null' if optional else ''}, got {v!r}")
                 setattr(self, name, float(v))
             if t == "bool" and not isinstance(v, bool):
                 bad(name, f"must be true or false, got {v!r}")
             if t == "str" and not isinstance(v, str):
-                bad(name, f"must be a string, got {v!r}")
+                bad(name, f"must be a string{' or null' if optional else ''}, got {v!r}")
             if t == "list" and not isinstance(v, list):
                 bad(name, f"must be a list, got {v!r}")
+            if t == "dict" and not isinstance(v, dict):
+                bad(name, f"must be a mapping, got {v!r}")
         if self.mode not in MODES:
             bad("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.mode not in IMPLEMENTED_MODES:
             bad("mode", f"{self.mode!r} is not implemented yet; use one of "
                         f"{', '.join(IMPLEMENTED_MODES)}")
+        if self.normalize not in ("auto", *NORMALIZATIONS):
+            bad("normalize", f"must be auto, {' or '.join(NORMALIZATIONS)}, got "
+                             f"{self.normalize!r}")
         if self.intervention_style not in ("multi", "one"):
             bad("intervention_style", f'must be "multi" or "one", got '
                                       f'{self.intervention_style!r}')
@@ -143,7 +204,7 @@ class TrainConfig:
         if self.mode in ("cgn", "real+cgn") and not self.cgn:
             bad("cgn", f"must name a `genint-fast cgn` checkpoint in mode {self.mode}")
         if self.cgn is not None:
-            if not (isinstance(self.cgn, str) and Path(self.cgn).is_file()):
+            if not Path(self.cgn).is_file():
                 bad("cgn", f"must be null or an existing `genint-fast cgn` checkpoint file, got "
                            f"{self.cgn!r}")
             if self.mode == "mixup":
@@ -153,11 +214,8 @@ class TrainConfig:
                 bad("cgn_labels", f'must be "uniform" or "permute", got {self.cgn_labels!r}')
             if self.cgn_batch_size < 1 or self.cgn_per_mask < 1:
                 bad("cgn_batch_size/cgn_per_mask", "must be >= 1")
-        if self.lambda_cgn is not None:
-            if isinstance(self.lambda_cgn, bool) or not isinstance(self.lambda_cgn, (int, float)) \
-                    or self.lambda_cgn < 0:
-                bad("lambda_cgn", f"must be null or a number >= 0, got {self.lambda_cgn!r}")
-            self.lambda_cgn = float(self.lambda_cgn)
+        if self.lambda_cgn is not None and self.lambda_cgn < 0:
+            bad("lambda_cgn", f"must be null or a number >= 0, got {self.lambda_cgn!r}")
         if self.heads == "ensemble" and self.cgn is None:
             bad("heads", "ensemble needs a counterfactual stream (set cgn=CKPT): its texture "
                          "and background heads learn from counterfactual labels only")
@@ -171,16 +229,18 @@ class TrainConfig:
             bad("amp", f"must be one of {', '.join(_AMP)}, got {self.amp!r}")
         if self.intervention_mode not in ("add", "set"):
             bad("intervention_mode", f'must be "add" or "set", got {self.intervention_mode!r}')
-        for key in ("num_classes", "batch_size", "steps", "checkpoint_every", "log_every",
-                    "queue_size", "data_size", "num_directions", "top_k", "m", "eval_size",
-                    "image_size", "per_latent"):
+        for key in ("batch_size", "steps", "checkpoint_every", "log_every", "queue_size",
+                    "data_size", "num_directions", "top_k", "m", "eval_size", "image_size",
+                    "per_latent"):
             if getattr(self, key) < 1:
                 bad(key, f"must be >= 1, got {getattr(self, key)}")
-        if self.num_classes < 2:
-            bad("num_classes", f"must be >= 2, got {self.num_classes}")
+        if self.num_classes is not None and self.num_classes < 2:
+            bad("num_classes", f"must be null (from the data) or >= 2, got {self.num_classes}")
+        if self.epochs is not None and not self.epochs > 0:
+            bad("epochs", f"must be null (use steps) or > 0, got {self.epochs}")
         if self.gen_batch_size < 0:
             bad("gen_batch_size", f"must be >= 0, got {self.gen_batch_size}")
-        if self.mode in ("gan-aug", "genint", "genint-transfer") and self.gen_batch_size < 1:
+        if self.mode in GENERATOR_MODES and self.gen_batch_size < 1:
             bad("gen_batch_size", f"must be >= 1 in mode {self.mode}")
         for key in ("lambda1", "lambda2", "weight_decay", "momentum", "scale"):
             if getattr(self, key) < 0:
@@ -189,7 +249,7 @@ class TrainConfig:
             bad("lr", f"must be > 0, got {self.lr}")
         if not 0 < self.truncation <= 1:
             bad("truncation", f"must be in (0, 1], got {self.truncation}")
-        if self.mode in ("stylized", "genint-transfer"):
+        if self.mode in TRANSFER_MODES:
             if self.transfer_batch_size < 1:
                 bad("transfer_batch_size", f"must be >= 1 in mode {self.mode}")
             if self.lambda2 <= 0:
@@ -205,11 +265,16 @@ class TrainConfig:
             bad("transfer_kernel", f"must be linear, poly2, gaussian or bn, got "
                                    f"{self.transfer_kernel!r}")
         tf = self.transfer_features.split(":")
-        if not (self.transfer_features in ("small", "vgg19") or
+        vgg_file = self.transfer_features[len("vgg19:"):] \
+            if self.transfer_features.startswith("vgg19:") else None
+        if not (self.transfer_features in ("small", "vgg19") or vgg_file or
                 (tf[0] == "small" and tf[1:2] == ["random"] and len(tf) <= 3 and
                  (len(tf) == 2 or tf[2].isdigit()))):
-            bad("transfer_features", f"must be small:random[:SEED], small or vgg19, got "
-                                     f"{self.transfer_features!r}")
+            bad("transfer_features", f"must be small:random[:SEED], small, vgg19 or vgg19:FILE, "
+                                     f"got {self.transfer_features!r}")
+        if vgg_file and self.mode in TRANSFER_MODES and not Path(vgg_file).is_file():
+            bad("transfer_features", f"names the VGG19 weights file {vgg_file!r}, which does not "
+                                     f"exist; give torchvision's vgg19-dcbb9e9d.pth there")
         if self.autoaugment_policy not in ("imagenet", "cifar10", "svhn"):
             bad("autoaugment_policy", f"must be imagenet, cifar10 or svhn, got "
                                       f"{self.autoaugment_policy!r}")
@@ -223,13 +288,12 @@ class TrainConfig:
         if self.intervention_style == "one" and self.per_latent > self.top_k:
             bad("per_latent", f"must be <= top_k={self.top_k} (distinct directions per latent), "
                               f"got {self.per_latent}")
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and self.threads < 1:
             bad("threads", f"must be null or an integer >= 1, got {self.threads!r}")
-        if self.init_weights is not None and not (isinstance(self.init_weights, str) and
-                                                  Path(self.init_weights).is_file()):
+        if self.init_weights is not None and not Path(self.init_weights).is_file():
             bad("init_weights", f"must be null or an existing file, got {self.init_weights!r}")
-        if self.directions is not None and not isinstance(self.directions, str):
-            bad("directions", f"must be null or a file path, got {self.directions!r}")
+        if self.mode in GENERATOR_MODES:
+            _check_generator_spec(self.generator, bad)
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             bad("device", f'must be "cpu" or "cuda[:N]", got {self.device!r}')
         parse_data_spec(self.data)
@@ -245,6 +309,70 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def _check_generator_spec(spec: str, bad) -> None:
+    """The generator spec's form, and for a path that it exists (weights are read at start)."""
+    if spec.startswith("random:"):
+        parts = spec.split(":")
+        if (len(parts) not in (2, 3) or parts[1] not in RANDOM_GENERATORS
+                or (len(parts) == 3 and not parts[2].isdigit())):
+            bad("generator", f"must be random:<{'|'.join(RANDOM_GENERATORS)}>[:SEED] when it "
+                             f"starts with random:, got {spec!r}")
+        return
+    if spec in BIGGAN_NAMES:
+        return                      # the package cache is looked up when the run starts
+    path = Path(spec)
+    if path.is_dir():
+        lacking = [f for f in _BIGGAN_FILES if not (path / f).is_file()]
+        if lacking:
+            bad("generator", f"folder {spec!r} lacks {' and '.join(lacking)}; a BigGAN weights "
+                             f"folder holds config.json and pytorch_model.bin "
+                             f"(pytorch-pretrained-biggan's files)")
+        return
+    if not path.is_file():
+        bad("generator", f"{spec!r} does not exist; give a BigGAN weights folder (config.json + "
+                         f"pytorch_model.bin), {'|'.join(BIGGAN_NAMES)} (package cache), a "
+                         f"`genint-fast gan` checkpoint, or random:small32 (untrained)")
+
+
+def resolve_normalize(cfg: TrainConfig, init_normalize: str | None = None) -> str:
+    """The normalisation a run uses: `normalize` unless it is auto; auto = the init checkpoint's
+    own (init_normalize, for a genint-fast checkpoint given as init_weights), else imagenet for
+    folder data and the ResNets (torchvision's architectures and weights), else half (the
+    built-in digits with the small CNN)."""
+    if cfg.normalize != "auto":
+        return cfg.normalize
+    if init_normalize is not None:
+        return init_normalize
+    if str(cfg.data).startswith("folder:") or cfg.model.startswith("resnet"):
+        return "imagenet"
+    return "half"
+
+
+def _yaml_text(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_yaml_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_yaml_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def field_default(f: dataclasses.Field):
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def config_help() -> str:
+    """Every config key with its default (as `key=default`) and its one line of meaning."""
+    lines = ["config keys (in a YAML recipe, or as key=value after the options):"]
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"  {f.name}={_yaml_text(field_default(f))}")
+        lines.append(f"      {f.metadata['help']}")
+    return "\n".join(lines)
+
+
 def parse_data_spec(spec: str):
     """"digits:<variant>[:rho]" -> (variant, rho); "folder:<DIR>" -> ("folder", DIR)."""
     from ..data.digits import VARIANTS
@@ -252,7 +380,8 @@ def parse_data_spec(spec: str):
     if str(spec).startswith("folder:"):
         root = str(spec)[len("folder:"):]
         if not Path(root).is_dir():
-            raise ValueError(f"invalid config: data folder {root!r} does not exist")
+            raise ValueError(f"invalid config: data folder {root!r} does not exist; give "
+                             f"data=folder:DIR with DIR/<class>/<image> files")
         return "folder", root
     parts = str(spec).split(":")
     if parts[0] != "digits" or len(parts) not in (2, 3) or parts[1] not in VARIANTS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -21,21 +22,23 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import FORMAT, load_checkpoint, rng_states, save_atomic, set_rng_states
-from .config import TrainConfig, parse_data_spec
-from .models import build_model
+from .config import NORMALIZATIONS, TrainConfig, parse_data_spec, resolve_normalize
+from .models import SmallCNN, build_model, load_state_into
 from .objective import Stream, stream_losses
 from .producer import Producer, step_seed
 
-__all__ = ["Trainer", "RealData", "evaluate", "load_digits_split", "run_training",
-           "init_distributed"]
+__all__ = ["Trainer", "RealData", "FolderData", "evaluate", "load_digits_split", "run_training",
+           "init_distributed", "normalise", "make_normaliser", "load_weights", "read_init_weights"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # torchvision's random transforms draw from the global torch RNG: every per-step re-seeding of
 # it (fork_rng + manual_seed) holds this lock, so producer threads cannot interleave.
 _GLOBAL_RNG_LOCK = threading.Lock()
 # Config keys that may change between a run and its resume (everything else must match).
-_RESUMABLE_CHANGES = {"steps", "out", "progress", "log_every", "checkpoint_every", "producer",
-                      "queue_size", "extra", "eval_size", "tensorboard"}
+_RESUMABLE_CHANGES = {"steps", "epochs", "out", "progress", "log_every", "checkpoint_every",
+                      "producer", "queue_size", "extra", "eval_size", "tensorboard"}
+# What a checkpoint written before a key existed ran with.
+_OLD_DEFAULTS = {"normalize": "half", "epochs": None}
 
 
 def _gen(seed: int, device) -> torch.Generator:
@@ -124,7 +127,7 @@ class FolderData:
     prefetch = True
 
     def __init__(self, root, *, batch_size, seed, device, size, augment=True, rank=0, world=1,
-                 autoaugment=None, threads=4):
+                 autoaugment=None, threads=4, log=None):
         from concurrent.futures import ThreadPoolExecutor
 
         from torchvision.transforms import v2
@@ -133,8 +136,17 @@ class FolderData:
         from ..data.validate import scan_image_folder, validate_files
 
         self.classes, files, labels = scan_image_folder(root)
-        good = set(validate_files(root, files).good)
+        res = validate_files(root, files)
+        self.skipped: dict[str, str] = res.bad     # file -> why it cannot be read
+        if res.bad and log is not None:
+            first, why = next(iter(res.bad.items()))
+            log(f"skipped {len(res.bad)} of {len(files)} image files under {root} that cannot be "
+                f"read, e.g. {os.path.relpath(first, root)} ({why})")
+        good = set(res.good)
         keep = [i for i, f in enumerate(files) if f in good]
+        if not keep:
+            raise ValueError(f"none of the {len(files)} image files under {root} can be read "
+                             f"(e.g. {next(iter(res.bad.values()), 'no files')}); check the folder")
         self.files = [files[i] for i in keep]
         self.labels = torch.tensor([labels[i] for i in keep], dtype=torch.long)
         self.n = len(self.files)
@@ -218,17 +230,42 @@ def random_crop_flip(x, g: torch.Generator, pad=4):
 
 
 def normalise(x):
+    """The half normalisation, (x - 0.5) / 0.5: the built-in digits with the small CNN."""
     return (x - 0.5) / 0.5
 
 
+def make_normaliser(name: str):
+    """x in [0, 1] -> the model's input: "half" ((x - 0.5) / 0.5, the function `normalise`) or
+    "imagenet" ((x - mean) / std with torchvision's ImageNet statistics)."""
+    if name == "half":
+        return normalise
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalisation {name!r}; use one of {', '.join(NORMALIZATIONS)}")
+    mean, std = NORMALIZATIONS[name]
+    cache = {}
+
+    def norm(x):
+        key = (x.device, x.dtype)
+        if key not in cache:
+            cache[key] = (torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1),
+                          torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1))
+        m, s = cache[key]
+        return (x - m) / s
+    norm.__name__ = f"normalise_{name}"
+    return norm
+
+
 @torch.no_grad()
-def evaluate(model, images, labels, *, batch_size=256, device="cpu"):
-    """(top-1, top-5) accuracy in [0, 1] of `model` on uint8 images."""
+def evaluate(model, images, labels, *, batch_size=256, device="cpu", normalize="half"):
+    """(top-1, top-5) accuracy in [0, 1] of `model` on uint8 images, normalised by
+    `normalize` (a name: half, the digits' default, or imagenet; or a function of x in [0, 1];
+    a trainer's is `trainer.normalise`)."""
+    norm = make_normaliser(normalize) if isinstance(normalize, str) else normalize
     model.eval()
     c1 = c5 = 0
     k = 5
     for i in range(0, images.shape[0], batch_size):
-        x = normalise(images[i:i + batch_size].to(device).float().div_(255))
+        x = norm(images[i:i + batch_size].to(device).float().div_(255))
         y = labels[i:i + batch_size].to(device)
         logits = model(x).float()
         top = logits.topk(min(k, logits.shape[1]), dim=1).indices
@@ -238,22 +275,29 @@ def evaluate(model, images, labels, *, batch_size=256, device="cpu"):
     return c1 / n, c5 / n
 
 
-def load_weights(model, path):
-    """Initialise `model` from a state-dict file (e.g. torchvision's resnet152 weights) or a
-    genint-fast training checkpoint; every key must match (no silent partial loads)."""
+def read_init_weights(path):
+    """(state, normalisation) of an init_weights file: a plain state dict (e.g. torchvision's
+    resnet152 weights; normalisation None) or a genint-fast training checkpoint (its model and
+    the normalisation it was trained with; "half" for checkpoints older than the key)."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise RuntimeError(f"cannot read init_weights {path} ({exc})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"cannot read init_weights {path} ({first}); pass a PyTorch state-dict "
+                         f"file or a genint-fast checkpoint") from None
     if isinstance(state, dict) and state.get("format") == FORMAT:
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"init_weights {path} does not hold a state dict")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        raise ValueError(f"init_weights {path} does not fit the model ({first[1].strip() if len(first) > 1 else first[0]})") from None
+        return state["model"], (state.get("config") or {}).get("normalize", "half")
+    return state, None
+
+
+def load_weights(model, path, *, name=None):
+    """Initialise `model` from a state-dict file (e.g. torchvision's resnet152 weights) or a
+    genint-fast training checkpoint; every key must match (no silent partial loads). `name`:
+    the model's name in build_model (for the messages)."""
+    if name is None:
+        name = "smallcnn" if isinstance(model, SmallCNN) else type(model).__name__.lower()
+    state, _ = read_init_weights(path)
+    load_state_into(model, state, name=name, where=f"init_weights {path}")
 
 
 class Trainer:
@@ -272,10 +316,11 @@ class Trainer:
         self.out = Path(cfg.out)
         autoaug = cfg.autoaugment_policy if cfg.mode == "autoaugment" else None
         kind, where = parse_data_spec(cfg.data)
+        say = log if rank == 0 else (lambda msg: None)
         if kind == "folder" and data is None:
             self.data = FolderData(where, batch_size=cfg.batch_size, seed=cfg.seed,
                                    device=self.device, size=cfg.image_size, augment=cfg.augment,
-                                   rank=rank, world=world, autoaugment=autoaug)
+                                   rank=rank, world=world, autoaugment=autoaug, log=say)
             labels = self.data.labels
         else:
             images, labels = data if data is not None else load_digits_split(
@@ -283,13 +328,24 @@ class Trainer:
             self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
                                  device=self.device, augment=cfg.augment, rank=rank,
                                  world=world, autoaugment=autoaug)
-        if int(labels.max()) >= cfg.num_classes:
-            raise ValueError(f"the data has labels up to {int(labels.max())} but num_classes is "
-                             f"{cfg.num_classes}")
+        num_classes = self._num_classes(cfg, kind, where, labels, given_data=data is not None)
+        init_state, init_norm = (read_init_weights(cfg.init_weights) if cfg.init_weights
+                                 else (None, None))
+        # The run's resolved settings (classes, normalisation, length) are what the checkpoint
+        # records, so evaluation and resume read them back as they were used.
+        steps = (max(1, math.ceil(cfg.epochs * self.data.per_epoch)) if cfg.epochs is not None
+                 else cfg.steps)
+        self.cfg = cfg = dataclasses.replace(cfg, num_classes=num_classes, steps=steps,
+                                             normalize=resolve_normalize(cfg, init_norm))
+        self.normalise = make_normaliser(cfg.normalize)
+        say(f"classifier: {cfg.model}, {num_classes} classes, inputs normalised "
+            f"{cfg.normalize}" + (f", initialised from {cfg.init_weights}" if cfg.init_weights
+                                  else "") + f"; {steps} steps of {self.data.per_epoch} per epoch")
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.num_classes, cfg.heads)
-        if cfg.init_weights:
-            load_weights(self.model, cfg.init_weights)
+        if init_state is not None:
+            load_state_into(self.model, init_state, name=cfg.model,
+                            where=f"init_weights {cfg.init_weights}")
         self.model = self.model.to(self.device)
         if cfg.channels_last and self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -313,6 +369,31 @@ class Trainer:
         self.counterfactuals = self._build_counterfactuals()
         self.producer = None
 
+    def _num_classes(self, cfg, kind, where, labels, *, given_data=False) -> int:
+        """num_classes, from the data when the config leaves it null; a set value that does not
+        match the data is refused."""
+        from ..data.digits import NUM_CLASSES
+
+        top = int(labels.max()) + 1 if labels.numel() else 0
+        if kind == "folder" and not given_data:
+            found = len(self.data.classes)      # the class folders (labels index them)
+            if cfg.num_classes is None:
+                return found
+            if cfg.num_classes != found:
+                raise ValueError(f"the data folder {where} has {found} class folders but "
+                                 f"num_classes is {cfg.num_classes}; set num_classes={found} or "
+                                 f"leave it null to infer it from the folder")
+            return found
+        if cfg.num_classes is None:
+            return max(NUM_CLASSES, top) if kind != "folder" else top
+        if not given_data and cfg.num_classes != NUM_CLASSES:
+            raise ValueError(f"the built-in digits have {NUM_CLASSES} classes but num_classes is "
+                             f"{cfg.num_classes}; set num_classes={NUM_CLASSES} or leave it null")
+        if top > cfg.num_classes:
+            raise ValueError(f"the data has labels up to {top - 1} but num_classes is "
+                             f"{cfg.num_classes}; leave num_classes null to infer it")
+        return cfg.num_classes
+
     # ------------------------------------------------------------------ generated stream
     def _build_sampler(self):
         cfg = self.cfg
@@ -322,6 +403,7 @@ class Trainer:
         from ..intervene import InterventionSampler, ObservationalSampler
 
         gen = load_generator(cfg.generator, device=self.device)
+        self._describe_generator(gen)
         if gen.num_classes != cfg.num_classes:
             raise ValueError(f"generator {cfg.generator!r} has {gen.num_classes} classes but "
                              f"num_classes is {cfg.num_classes}")
@@ -353,6 +435,23 @@ class Trainer:
                                         latent_scale=factor)
         return sampler
 
+    def _describe_generator(self, gen):
+        """One line naming the generator and whether its weights were loaded; a warning line
+        when it is untrained (a random:... spec)."""
+        if self.rank != 0:
+            return
+        cfg = self.cfg
+        size = getattr(gen, "image_size", "?")
+        untrained = str(cfg.generator).startswith("random:")
+        self.log(f"generator: {cfg.generator} ({gen.generator_id}, {gen.num_classes} classes, "
+                 f"{size} px): " + ("random weights, untrained" if untrained else
+                                    "weights loaded"))
+        if untrained:
+            self.log(f"WARNING: generator {cfg.generator!r} is untrained (random weights), so "
+                     f"its images and interventions carry no learned nuisances; for meaningful "
+                     f"interventions set generator= to a `genint-fast gan` checkpoint or a "
+                     f"BigGAN weights folder (config.json + pytorch_model.bin)")
+
     def _build_counterfactuals(self):
         cfg = self.cfg
         if cfg.cgn is None:
@@ -379,6 +478,9 @@ class Trainer:
 
         if cfg.transfer_features == "vgg19":
             net = features.vgg19_features(device=self.device)
+        elif cfg.transfer_features.startswith("vgg19:"):
+            net = features.vgg19_features(weights=cfg.transfer_features[len("vgg19:"):],
+                                          device=self.device)
         elif cfg.transfer_features == "small":
             net = features.project_small_vgg(device=self.device, log=self.log)
         else:
@@ -439,20 +541,20 @@ class Trainer:
         cfg = self.cfg
         if cfg.mode == "cgn":   # counterfactuals only (the reference CGN classifier)
             x, y, heads = generated["counterfactual"]
-            return [Stream("counterfactual", normalise(x), y, 1.0, head_labels=heads)]
+            return [Stream("counterfactual", self.normalise(x), y, 1.0, head_labels=heads)]
         x, y = self.data.batch(step) if real is None else real
         if cfg.mode == "mixup":
             rng = np.random.default_rng(step_seed(cfg.seed, step, "mixup"))
             lam = float(rng.beta(cfg.mixup_alpha, cfg.mixup_alpha))
             perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
             x = lam * x + (1 - lam) * x[perm]
-            return [Stream("real", normalise(x), y, 1.0, labels2=y[perm], lam=lam)]
-        streams = [Stream("real", normalise(x), y, 1.0)]
+            return [Stream("real", self.normalise(x), y, 1.0, labels2=y[perm], lam=lam)]
+        streams = [Stream("real", self.normalise(x), y, 1.0)]
         weights = {"intervened": cfg.lambda1, "generated": cfg.lambda1,
                    "transferred": cfg.lambda2,
                    "counterfactual": cfg.lambda1 if cfg.lambda_cgn is None else cfg.lambda_cgn}
         for name, (gx, gy, *heads) in (generated or {}).items():
-            streams.append(Stream(name, normalise(gx), gy, weights[name],
+            streams.append(Stream(name, self.normalise(gx), gy, weights[name],
                                   head_labels=heads[0] if heads else None))
         return streams
 
@@ -502,7 +604,8 @@ class Trainer:
             return False
         st = load_checkpoint(path)
         mine, theirs = self.cfg.to_dict(), st["config"]
-        diff = sorted(k for k in mine if k not in _RESUMABLE_CHANGES and mine[k] != theirs.get(k))
+        diff = sorted(k for k in mine if k not in _RESUMABLE_CHANGES
+                      and mine[k] != theirs.get(k, _OLD_DEFAULTS.get(k)))
         if diff:
             raise ValueError(f"cannot resume from {path}: config differs in {', '.join(diff)}")
         self.model.load_state_dict(st["model"])
