@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["save_atomic", "write_text_atomic", "load_state"]
+__all__ = ["save_atomic", "write_text_atomic", "load_state", "read_json"]
 
 
 def save_atomic(obj, path) -> Path:
@@ -56,3 +56,28 @@ def load_state(path, fmt: str, what: str, *, missing: str | None = None, weights
     if not isinstance(state, dict) or state.get("format") != fmt:
         raise ValueError(f"{path} is not a {what} (expected format {fmt!r})")
     return state
+
+
+def read_json(path, what: str, shipped: str | None = None):
+    """Parse a JSON file: `path`, or the package's resources/<shipped> when path is None.
+    A file that cannot be read or parsed is one ValueError sentence naming `what`; returns
+    (data, where) with `where` the name to use in later messages."""
+    import json
+
+    if path is None:
+        from importlib.resources import files
+        text = files("genint_fast").joinpath(f"resources/{shipped}").read_text(encoding="utf-8")
+        where = f"the shipped {shipped}"
+    else:
+        where = str(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise ValueError(f"cannot read the {what} {path}: {e.strerror}; check the path.") \
+                from None
+    try:
+        return json.loads(text), where
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where} is not valid JSON ({e.msg}, line {e.lineno}); fix or "
+                         "replace it.") from None

@@ -10,7 +10,6 @@ Mixed-Rand") and computed so in CGN's imagenet/train_classifier.py (validate_in_
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 
@@ -39,22 +38,9 @@ def load_in9_map(path=None) -> torch.Tensor:
     """LongTensor (1000,): ImageNet index -> IN-9 class 0..8, or -1. path None loads the shipped
     resources/in9_map.json; a file may also be the challenge's own in_to_in9.json
     ({"<index>": class, ...}) or a JSON list of 1000 ints."""
-    if path is None:
-        from importlib.resources import files
-        text = files("genint_fast").joinpath("resources/in9_map.json").read_text()
-        where = "the shipped in9_map.json"
-    else:
-        where = str(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ValueError(f"cannot read the IN-9 map {path}: {e.strerror}; check the path.") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where} is not valid JSON ({e.msg}, line {e.lineno}); "
-                         "fix or replace it.") from None
+    from ..io import read_json
+
+    data, where = read_json(path, "IN-9 map", shipped="in9_map.json")
 
     table = [-1] * _NUM_IMAGENET
     try:

@@ -11,7 +11,6 @@ imagenet/dataloader.py (which also resizes to 256 and centre-crops 224, ImageNet
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -33,22 +32,9 @@ def load_cue_conflict_map(path=None) -> dict[str, list[int]]:
     """Category -> ImageNet indices, in CATEGORIES order. path None loads the shipped
     resources/cue_conflict_16.json; a user file is JSON {"categories": {name: [indices]}} or the
     bare {name: [indices]} object, covering all 16 categories."""
-    if path is None:
-        from importlib.resources import files
-        text = files("genint_fast").joinpath("resources/cue_conflict_16.json").read_text()
-        where = "the shipped cue_conflict_16.json"
-    else:
-        where = str(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
-        except OSError as e:
-            raise ValueError(f"cannot read the 16-class map {path}: {e.strerror}; check the path.") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{where} is not valid JSON ({e.msg}, line {e.lineno}); "
-                         "fix or replace it.") from None
+    from ..io import read_json
+
+    data, where = read_json(path, "16-class map", shipped="cue_conflict_16.json")
     cats = data.get("categories", data) if isinstance(data, Mapping) else None
     if not isinstance(cats, Mapping) or set(cats) != set(CATEGORIES):
         raise ValueError(f"{where} must map exactly the 16 categories ({', '.join(CATEGORIES)}) "

@@ -55,14 +55,9 @@ def validate_mapping(mapping, num_classes=1000) -> dict[str, list[int]]:
 def load_mapping(path, num_classes=1000) -> dict[str, list[int]]:
     """Read and validate a JSON mapping {folder_name: [imagenet indices]}; returns it with
     duplicate indices dropped. len() of the result is the number of overlapping classes."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise ValueError(f"cannot read the ObjectNet mapping {path}: {e.strerror}; check the path.") from None
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}); fix the file or "
-                         "regenerate it.") from None
+    from ..io import read_json
+
+    data, _ = read_json(path, "ObjectNet mapping")
     return validate_mapping(data, num_classes)
 
 
