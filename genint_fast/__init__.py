@@ -1,22 +1,24 @@
 """genint_fast: generative interventions (GenInt) and counterfactual generative networks (CGN),
 batched, fused and overlapped.
 
-Importing the package loads the native extension genint_fast._C, which registers the fused ops
-as torch.ops.genint_fast.*; their Python API is genint_fast.ops.
+Importing the package is cheap: it imports neither torch nor the native extension, so that
+`genint-fast --help` starts at once. The fused ops (torch.ops.genint_fast.*, registered by the
+native extension genint_fast._C) are loaded by genint_fast.ops, their Python API, which is
+imported on first use: `import genint_fast; genint_fast.ops.steer(...)` works.
 """
 __version__ = "0.1.0"
 
-import torch  # noqa: F401  (loads libtorch, which genint_fast._C links against)
-
-try:
-    from . import _C  # noqa: F401  (registers torch.ops.genint_fast.*)
-except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
-    raise ImportError(
-        "genint_fast's native extension genint_fast._C is not built or does not load "
-        f"({exc}); build it with `python setup.py build_ext --inplace` or "
-        "`pip install -e . --no-build-isolation` in the repository root."
-    ) from None
-
-from . import ops  # noqa: E402,F401
-
 __all__ = ["ops", "__version__"]
+
+
+def __getattr__(name):
+    # Lazy submodule: genint_fast.ops loads torch and the native extension on first access.
+    if name == "ops":
+        import importlib
+
+        return importlib.import_module(".ops", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | {"ops"})

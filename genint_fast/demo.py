@@ -239,7 +239,13 @@ def _gan(cfg: DemoConfig, train, out: Path, log):
     path = out / "gan.pt"
     model_config = SmallGANConfig(num_classes=10, class_bn=cfg.gan_class_bn)
     if path.is_file():
-        cached = torch.load(path, map_location="cpu", weights_only=False).get("model_config", {})
+        from .generators.train_gan import _read_checkpoint
+
+        try:   # a corrupt file or another kind of checkpoint: one sentence, not a traceback
+            cached = _read_checkpoint(path).get("model_config", {})
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"{exc}; delete the cached {path} and the demo trains the GAN "
+                             "afresh") from None
         if SmallGANConfig(**cached).to_dict() != model_config.to_dict():
             log(f"  the cached {path} has another architecture ({cached}); training afresh")
             path.unlink()

@@ -134,7 +134,8 @@ def vgg19_features(weights="cache", layers=REFERENCE_LAYERS, device="cpu") -> La
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt or not a state dict
-            raise RuntimeError(f"cannot read VGG19 weights from {path}: {exc}") from None
+            raise RuntimeError(f"cannot read VGG19 weights from {path} ({type(exc).__name__}: "
+                               f"{exc}); pass a torchvision VGG19 state dict") from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         if not isinstance(state, dict):
@@ -243,7 +244,9 @@ def load_small_vgg(path, layers=REFERENCE_LAYERS, device="cpu") -> LayerFeatures
     try:
         blob = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"cannot read the small feature network {path}: {exc}") from None
+        raise RuntimeError(f"cannot read the small feature network {path} "
+                           f"({type(exc).__name__}: {exc}); pass a file written by "
+                           "genint_fast.features.save_small_vgg") from None
     if not isinstance(blob, dict) or blob.get("kind") != "small-vgg":
         raise RuntimeError(f"{path} is not a small feature network saved by genint_fast")
     return small_vgg(layers, device=device, widths=tuple(blob["widths"]), state=blob["state"])
@@ -348,7 +351,8 @@ def vgg16_features(weights="cache", layers=VGG16_PERCEPTUAL_LAYERS, device="cpu"
         try:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt or not a state dict
-            raise RuntimeError(f"cannot read VGG16 weights from {path}: {exc}") from None
+            raise RuntimeError(f"cannot read VGG16 weights from {path} ({type(exc).__name__}: "
+                               f"{exc}); pass a torchvision VGG16 state dict") from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         if not isinstance(state, dict):

@@ -298,15 +298,27 @@ def save_grid(images, path, ncols) -> Path:
     return path
 
 
-def dump_image_folder(sampler, out_dir, count, *, class_names=None, progress=None) -> Path:
+def dump_image_folder(sampler, out_dir, count, *, class_names=None, progress=None,
+                      overwrite=False) -> Path:
     """Write `count` sampled images as out_dir/<class>/<n>.png (an image-folder tree) and their
-    nuisance records as out_dir/records.jsonl (one JSON object per image, with its file)."""
+    nuisance records as out_dir/records.jsonl (one JSON object per image, with its file).
+
+    out_dir must be new or empty: a second dump into the same folder would overwrite the first
+    one's images while its records stay. overwrite=True first deletes an earlier dump there (the
+    files its records.jsonl lists, then records.jsonl) and writes into the folder."""
     from torchvision.utils import save_image
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"dump folder {out} exists and is not a folder; give a new folder name")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"dump folder {out} is not empty (an earlier dump?); give a new "
+                             "folder, or overwrite=True to replace the earlier dump")
+        _remove_dump(out)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
-    with open(out / "records.jsonl", "a", encoding="utf-8") as fh:
+    with open(out / "records.jsonl", "w", encoding="utf-8") as fh:
         while written < int(count):
             b = min(sampler.batch_size, int(count) - written)
             images, labels, record = sampler.sample(b)
@@ -323,3 +335,28 @@ def dump_image_folder(sampler, out_dir, count, *, class_names=None, progress=Non
             if progress is not None:
                 progress(written, int(count))
     return out
+
+
+def _remove_dump(out: Path) -> None:
+    """Delete the dump in `out`: the image files its records.jsonl lists (only files inside
+    `out`), class folders left empty, and records.jsonl."""
+    records = out / "records.jsonl"
+    if not records.is_file():
+        return
+    root = out.resolve()
+    folders = set()
+    for line in records.read_text(encoding="utf-8").splitlines():
+        try:
+            rel = json.loads(line).get("file")
+        except (ValueError, AttributeError):
+            continue
+        if not isinstance(rel, str):
+            continue
+        f = (out / rel).resolve()
+        if root in f.parents and f.is_file():
+            f.unlink()
+            folders.add(f.parent)
+    for folder in folders:
+        if folder != root and not any(folder.iterdir()):
+            folder.rmdir()
+    records.unlink()

@@ -435,12 +435,19 @@ def test_cli_bad_inputs_end_in_one_line(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and err.startswith("genint-fast cgn: error:"), (name, err)
         assert "Traceback" not in err
     assert text.read_text() == "not a checkpoint\n" and not (tmp_path / "m.pt").exists()
-    # a corrupt image in the folder
+    # a corrupt image in the folder is skipped and counted, as the training loaders do
     (data / "b" / "broken.png").write_bytes(b"this is not a png")
-    assert cli_main(["cgn", *base, "--data", str(data), "--out", str(tmp_path / "m.pt")]) == 2
+    assert cli_main(["cgn", *base, "--data", str(data), "--out", str(tmp_path / "m.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 unreadable image file(s)" in out and "broken.png" in out
+    # a folder with no readable image is refused with one sentence
+    bad = tmp_path / "bad"
+    (bad / "a").mkdir(parents=True)
+    (bad / "a" / "broken.png").write_bytes(b"this is not a png")
+    assert cli_main(["cgn", *base, "--data", str(bad), "--out", str(tmp_path / "m2.pt")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "broken.png" in err and "remove or replace" in err
-    assert not (tmp_path / "m.pt").exists()
+    assert len(err.splitlines()) == 1 and "broken.png" in err and "can be decoded" in err
+    assert not (tmp_path / "m2.pt").exists()
 
 
 @pytest.mark.parametrize("disc", ["mlp", "conv", "projection"])

@@ -43,6 +43,9 @@ def _epoch(loader, device):
 def run(device="cpu", quick=False, root=None, threads=2, batch_size=256):
     from ..data.loader import dali_available, make_loader
 
+    if not dali_available():
+        raise RuntimeError("the loader benchmark compares against NVIDIA DALI, which is not "
+                           "installed: pip install genint-fast[dali]")
     device = torch.device(device)
     n = 2000 if quick else 10000
     repeat = 2 if quick else 3
@@ -52,9 +55,6 @@ def run(device="cpu", quick=False, root=None, threads=2, batch_size=256):
         root = tmp.name
     make_jpeg_tree(root, n)
     cache = os.path.join(root, ".validate.json")
-    if not dali_available():
-        raise RuntimeError("the loader benchmark needs NVIDIA DALI: pip install "
-                           "nvidia-dali-cuda130")
     common = dict(batch_size=batch_size, size=64, augment="standard", seed=0,
                   num_threads=threads, cache_path=cache)
     configs = [("cpu", "DALI, CPU decoding (device_id=None)")]

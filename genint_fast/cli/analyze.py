@@ -43,7 +43,8 @@ def _common(p):
     p.add_argument("--scale", type=float, default=4.0,
                    help="steps U[-s, s] in standard deviations (default 4)")
     p.add_argument("--reference-ranges", action="store_true",
-                   help="the reference code's per-direction table instead of --scale")
+                   help="the reference code's per-direction table instead of --scale; its "
+                        "ranges are latent coordinates, so it needs --mode set")
     p.add_argument("--mode", choices=["add", "set"], default="add")
     p.add_argument("--style", choices=["multi", "one"], default="multi")
     p.add_argument("--seed", type=int, default=0)
@@ -84,6 +85,11 @@ def _setup(args):
 
     if args.n < 20:
         raise ValueError(f"--n must be >= 20, got {args.n}")
+    if args.reference_ranges and args.mode == "add":
+        from .gen import reference_ranges_need_set
+        raise ValueError(reference_ranges_need_set("--scale"))
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a .json file name")
     torch.manual_seed(args.seed)
     gen = load_generator(args.generator, device=args.device)
     if args.directions:
@@ -91,6 +97,14 @@ def _setup(args):
     else:
         d = discover(gen, min(args.num_directions, gen.latent_dim), method="svd",
                      truncation=args.truncation)
+    sweep = getattr(args, "sweep_top_k", None)
+    tops = _floats(sweep) if sweep else [args.top_k]
+    if max(tops) > d.k:
+        where = (f"in {args.directions}" if args.directions else
+                 f"discovered: min(--num-directions, latent size {gen.latent_dim})")
+        flag = "--sweep-top-k" if sweep else "--top-k"
+        raise ValueError(f"{flag} {max(tops):g} is more than the {d.k} directions ({where}); "
+                         f"pass {flag} {d.k} or less")
     return gen, d
 
 
@@ -118,7 +132,11 @@ def _real(args, split="val"):
 
         parts = args.data.split(":")
         variant = parts[1] if len(parts) > 1 else "colored"
-        rho = float(parts[2]) if len(parts) > 2 else 0.9
+        try:
+            rho = float(parts[2]) if len(parts) > 2 else 0.9
+        except ValueError:
+            raise ValueError(f"bad correlation in --data {args.data!r}; give "
+                             "digits:<variant>[:RHO] with RHO a number in [0, 1]") from None
         ds = make_biased_digits(variant, split, rho, n=args.n)
         return ds.float_images(), ds.labels
     if args.data.startswith("folder:"):

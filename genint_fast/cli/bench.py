@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
-
-import torch
 
 # name -> module; each module's run() returns genint_fast.benchmarks.common.Row objects.
 BENCHMARKS = {
@@ -34,12 +33,23 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
+    import torch
+
     from ..benchmarks.common import format_table, machine
 
+    if args.json and os.path.isdir(args.json):
+        raise ValueError(f"--json {args.json} is a folder; give a .json file name")
     names = args.names or list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    if not args.names:
+        from ..data.loader import dali_available
+
+        if not dali_available():   # the loader benchmark compares against the optional DALI
+            names.remove("loader")
+            print("skipping the loader benchmark: NVIDIA DALI is not installed (pip install "
+                  "genint-fast[dali])", file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

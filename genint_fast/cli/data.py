@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import time
 
+# genint_fast.data.digits' VARIANTS, SPLITS, DEFAULT_SIZES and SIZE, copied so that --help does
+# not import torch; tests/test_startup.py checks that they are equal.
+VARIANTS = ("colored", "double-colored", "textured")
+SPLITS = ("train", "test-id", "test-ood", "val")
+DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000}
+SIZE = 32
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="built-in biased-digits benchmark and image-folder tools")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     dsub.required = True
-
-    from ..data.digits import DEFAULT_SIZES, SIZE, SPLITS, VARIANTS
 
     e = dsub.add_parser("export", help="write the biased-digits benchmark as an image-folder "
                         "tree OUT/<split>/<class>/<index>.png")

@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import sys
+from types import SimpleNamespace
+
+# genint_fast.demo.METHODS and the DemoConfig defaults the help shows, copied so that --help does
+# not import torch; tests/test_startup.py checks that they are equal.
+METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
+           "cgn", "real+cgn")
+DEFAULTS = dict(seeds=5, steps=150, gan_steps=2000, gan_batch_size=32, cgn_steps=3000,
+                variant="colored", rho=0.9, scale_candidates=(1.0, 2.0, 4.0, 8.0),
+                intervention_style="multi", intervention_mode="add", lambda1=1.0, lambda2=1.0,
+                threads=2)
 
 
 def register(subparsers) -> None:
-    from ..demo import METHODS, DemoConfig
-
-    d = DemoConfig()
+    d = SimpleNamespace(**DEFAULTS)
     p = subparsers.add_parser(
         "demo", help="the whole method end to end on the built-in biased digits, with a report",
         description="Builds the biased-digits benchmark, trains (or reuses) the small "
@@ -57,6 +65,9 @@ def register(subparsers) -> None:
 
 def demo_main(args) -> int:
     from pathlib import Path
+
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a file; give a folder for the report")
 
     from ..demo import DemoConfig, quick_config, run_demo, write_summary
 

@@ -14,6 +14,7 @@ evaluable after its training data, generator or init weights are gone.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 PROTOCOLS = ("accuracy", "corruptions", "objectnet", "backgrounds", "shape-bias", "gradcam")
@@ -153,6 +154,8 @@ def main(args) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} is a file; give a folder for the reports")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible; use "
                            "--device cpu")

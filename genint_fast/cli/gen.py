@@ -7,14 +7,28 @@ import json
 import sys
 from pathlib import Path
 
-import torch
+# Only light imports here: `genint-fast --help` must not import torch. The heavy ones happen
+# inside the command functions.
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")
+
+# genint_fast.generators.GENERATOR_SPECS, copied so that --help does not import the generators
+# (torch, pytorch-pretrained-biggan, scipy); tests/test_startup.py checks that they are equal.
+GENERATOR_SPECS = (
+    "biggan-deep-128 | biggan-deep-256 | biggan-deep-512 (package cache or --cache-dir), "
+    "a folder with config.json + pytorch_model.bin, a `genint-fast gan` checkpoint file, "
+    "random:<biggan-deep-128|...|tiny>[:SEED] (random warmed-up BigGAN), "
+    "random:small32[:SEED] (untrained small GAN)"
+)
+
+
+def _dtype(name):
+    import torch
+
+    return getattr(torch, name)
 
 
 def register(sub) -> None:
-    from ..generators import GENERATOR_SPECS
-
     # ---- gan
     p = sub.add_parser("gan", help="train the small class-conditional 32x32 GAN")
     p.add_argument("--data", required=True, metavar="SOURCE",
@@ -55,40 +69,58 @@ def register(sub) -> None:
     p.set_defaults(func=directions_main)
 
     # ---- generate
-    p = sub.add_parser("generate", help="intervened images: a Figure-2 grid and/or an image folder")
+    p = sub.add_parser(
+        "generate", help="intervened images: a Figure-2 grid and/or an image folder",
+        description="Intervened images from a generator and its directions: --grid PNG writes "
+                    "a Figure-2 grid (rows = directions, columns = evenly spaced steps in "
+                    "[-GRID_SCALE, GRID_SCALE]); --dump DIR writes an image-folder tree of "
+                    "random interventions (steps drawn from U[-DUMP_SCALE, DUMP_SCALE]) with "
+                    "their nuisance records (records.jsonl). Steps are in standard deviations "
+                    "(see --mode).")
     p.add_argument("--generator", required=True, metavar="SPEC", help=GENERATOR_SPECS)
     p.add_argument("--directions", required=True, metavar="FILE")
-    p.add_argument("--grid", metavar="PNG", help="grid: rows = directions, columns = steps")
-    p.add_argument("--rows", default=None,
-                   help="grid directions, e.g. 0-7 or 0,3,5 (default: the first 8)")
-    p.add_argument("--cols", type=int, default=7, help="grid steps (default 7)")
-    p.add_argument("--grid-scale", type=float, default=3.0,
-                   help="grid steps span [-s, s] standard deviations")
-    p.add_argument("--dump", metavar="DIR", help="write an image-folder tree + records.jsonl")
-    p.add_argument("--count", type=int, default=1000, help="images to dump (default 1000)")
     p.add_argument("--truncation", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=None,
+    p.add_argument("--mode", choices=["add", "set"], default="add",
+                   help="add (default): a step moves the layer's component by that many of its "
+                        "standard deviations; set: sets the latent coordinate, in latent "
+                        "standard deviations (reference code)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    _common(p, cache=True)
+    g = p.add_argument_group("grid (--grid PNG)")
+    g.add_argument("--grid", metavar="PNG", help="grid: rows = directions, columns = steps")
+    g.add_argument("--rows", default=None,
+                   help="grid directions, e.g. 0-7 or 0,3,5 (default: the first 8)")
+    g.add_argument("--cols", type=int, default=7, help="grid steps per row (default 7)")
+    g.add_argument("--grid-scale", type=float, default=3.0, metavar="S",
+                   help="the grid's columns are evenly spaced steps from -S to S standard "
+                        "deviations (default 3); not used by --dump")
+    d = p.add_argument_group("dump (--dump DIR)")
+    d.add_argument("--dump", metavar="DIR",
+                   help="write an image-folder tree + records.jsonl into DIR (a new or empty "
+                        "folder, or see --overwrite)")
+    d.add_argument("--overwrite", action="store_true",
+                   help="--dump into a folder that holds an earlier dump: delete that dump's "
+                        "images and records first")
+    d.add_argument("--count", type=int, default=1000, help="images to dump (default 1000)")
+    d.add_argument("--top-k", type=int, default=None,
                    help="choose among the top k directions (default: min(60, k of the file))")
-    p.add_argument("--m", type=int, default=None,
+    d.add_argument("--m", type=int, default=None,
                    help="style multi: directions per image (default: min(5, top-k))")
-    p.add_argument("--style", choices=["multi", "one"], default="multi",
+    d.add_argument("--style", choices=["multi", "one"], default="multi",
                    help="multi: m directions added to each image's latent; one (reference "
                         "code): one direction per image, --per-latent images per latent")
-    p.add_argument("--per-latent", type=int, default=5,
+    d.add_argument("--per-latent", type=int, default=5,
                    help="style one: images (distinct directions) per base latent (default 5)")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="steps U[-s, s] in standard deviations (default 1)")
-    p.add_argument("--reference-ranges", action="store_true",
+    d.add_argument("--dump-scale", "--scale", dest="scale", type=float, default=1.0,
+                   metavar="S",
+                   help="the dump's random steps are drawn from U[-S, S] standard deviations "
+                        "(default 1); not used by --grid (--scale is the old name)")
+    d.add_argument("--reference-ranges", action="store_true",
                    help="the reference code's per-direction step table (60 directions, "
-                        "genint_fast/resources/reference_ranges.csv) instead of --scale")
-    p.add_argument("--mode", choices=["add", "set"], default="add",
-                   help="add: a step moves the layer's component by that many of its standard "
-                        "deviations; set: sets the latent coordinate, in latent standard "
-                        "deviations (reference code)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=list(_DTYPES), default="float32")
-    _common(p, cache=True)
+                        "genint_fast/resources/reference_ranges.csv) instead of --dump-scale; "
+                        "its ranges are latent coordinates, so it needs --mode set")
+    d.add_argument("--batch-size", type=int, default=32)
     p.set_defaults(func=generate_main)
 
 
@@ -102,6 +134,8 @@ def _common(p, cache=False):
 
 
 def _setup(args):
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -133,19 +167,57 @@ def load_training_data(source):
     root = Path(source)
     if not root.is_dir():
         raise FileNotFoundError(f"--data {source!r} is neither digits:<variant> nor a folder")
-    from torchvision import datasets, transforms
+    import torch
 
-    tf = transforms.Compose([transforms.Resize(32), transforms.CenterCrop(32),
-                             transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
-    try:
-        ds = datasets.ImageFolder(str(root), transform=lambda im: tf(im.convert("RGB")))
-    except (FileNotFoundError, OSError) as exc:
-        raise FileNotFoundError(f"cannot read image folder {root}: {exc}") from None
-    images = torch.stack([ds[i][0] for i in range(len(ds))])
-    return images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)
+    images, labels, classes = read_image_folder(root, 32, log=_log)
+    return torch.stack(images) * 2.0 - 1.0, torch.tensor(labels, dtype=torch.long), classes
+
+
+def read_image_folder(root, size, *, log=print):
+    """(list of (3, size, size) float images in [0, 1], labels, classes) of an image-folder tree
+    root/<class>/<image>.{jpg,jpeg,png} (shorter side resized to size, centre-cropped). Files that
+    cannot be decoded are skipped and counted in the log, as the training loaders do; a folder
+    with no readable image is refused with one sentence."""
+    import os
+
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    from ..data.validate import scan_image_folder
+
+    root = os.path.abspath(root)
+    classes, files, labels = scan_image_folder(root)
+    images, kept, bad = [], [], {}
+    for f, y in zip(files, labels):
+        try:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                images.append(TF.to_tensor(TF.center_crop(TF.resize(im, size), size)))
+            kept.append(y)
+        except Exception as exc:  # noqa: BLE001 - any failure to decode means the file is bad
+            bad[f] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    if bad:
+        first, reason = next(iter(bad.items()))
+        rel = os.path.relpath(first, root)
+        if not images:
+            raise ValueError(f"none of the {len(files)} image files under {root} can be decoded "
+                             f"(e.g. {rel}: {reason}); check them with `genint-fast data "
+                             f"validate {root}`")
+        log(f"skipped {len(bad)} unreadable image file(s) of {len(files)} in {root}, e.g. {rel} "
+            f"({reason}); `genint-fast data validate {root}` lists them")
+    return images, kept, classes
+
+
+def _not_a_folder(flag, path, what):
+    if path and Path(path).is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give {what}")
 
 
 def gan_main(args) -> int:
+    _not_a_folder("--out", args.out, "a checkpoint file name")
+    _not_a_folder("--samples", args.samples, "a .png file name")
+    import torch
+
     from ..generators import GANTrainConfig, SmallGANConfig, load_small_generator, train_gan
     from ..intervene import save_grid
 
@@ -173,6 +245,7 @@ def gan_main(args) -> int:
 
 # ----------------------------------------------------------------------------- directions
 def directions_main(args) -> int:
+    _not_a_folder("--out", args.out, "a .safetensors file name")
     import time
 
     from ..directions import discover, save_directions
@@ -217,18 +290,48 @@ def _parse_rows(text, k):
     return rows
 
 
+def reference_ranges_need_set(scale_flag="--dump-scale") -> str:
+    """Why --reference-ranges is refused in add mode (generate, analyze)."""
+    return ("--reference-ranges are the reference code's set-mode ranges (latent coordinates, in "
+            "latent standard deviations); in add mode they would be scaled by each direction's "
+            f"standard deviation again: add --mode set, or use {scale_flag} S in add mode")
+
+
+def check_dump_folder(path, overwrite) -> None:
+    """Refuse a --dump folder that would mix two dumps (images of the first one overwritten
+    while its records stay): it must be new or empty, unless --overwrite."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--dump {out} exists and is not a folder; give a new folder name")
+    if overwrite or not out.is_dir() or not any(out.iterdir()):
+        return
+    what = ("holds an earlier dump (records.jsonl)" if (out / "records.jsonl").exists()
+            else "is not empty")
+    raise ValueError(f"--dump {out} {what}; give a new folder, or add --overwrite to replace "
+                     "the earlier dump")
+
+
 def generate_main(args) -> int:
+    if not args.grid and not args.dump:
+        raise ValueError("nothing to do: give --grid PNG and/or --dump DIR")
+    if args.rows is not None and not args.grid:
+        raise ValueError("--rows chooses the grid's directions; give --grid PNG too (the dump "
+                         "draws its directions among --top-k)")
+    if args.dump and args.reference_ranges and args.mode == "add":
+        raise ValueError(reference_ranges_need_set())
+    _not_a_folder("--grid", args.grid, "a .png file name")
+    if args.dump:
+        check_dump_folder(args.dump, args.overwrite)
+
     from ..directions import load_directions
     from ..generators import load_generator
     from ..intervene import (InterventionSampler, dump_image_folder, intervention_grid,
-                            reference_ranges, save_grid)
+                             reference_ranges, save_grid)
 
     device = _setup(args)
-    if not args.grid and not args.dump:
-        raise ValueError("nothing to do: give --grid PNG and/or --dump DIR")
     gen = load_generator(args.generator, device=device, cache_dir=args.cache_dir)
     d = load_directions(args.directions, gen)
-    gen = gen.to(_DTYPES[args.dtype])
+    gen = gen.to(_dtype(args.dtype))
     if args.grid:
         rows = None if args.rows is None else _parse_rows(args.rows, d.k)
         images = intervention_grid(gen, d, rows=rows, steps=args.cols, scale=args.grid_scale,
@@ -244,7 +347,7 @@ def generate_main(args) -> int:
                                       mode=args.mode, style=args.style,
                                       per_latent=args.per_latent, batch_size=args.batch_size,
                                       seed=args.seed, check=False)
-        dump_image_folder(sampler, args.dump, args.count,
+        dump_image_folder(sampler, args.dump, args.count, overwrite=args.overwrite,
                           progress=lambda done, total: _log(f"  {done}/{total} images")
                           if done == total or done % (10 * args.batch_size) == 0 else None)
         _log(f"{args.count} images + records.jsonl -> {args.dump}")

@@ -4,9 +4,8 @@ One row per pair: content | style | result (PNG, torchvision.utils.save_image).
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-
-import torch
 
 FEATURES_HELP = ("small (the project's small VGG-like net, trained on the biased digits and "
                  "cached the first time), vgg19 (torchvision's cache, never downloaded), "
@@ -57,6 +56,7 @@ def _parse_steps(text):
 
 def load_images(source, count, size, seed, what):
     """(images in [0, 1] (count, 3, size, size), labels) from a SOURCE string."""
+    import torch
     import torch.nn.functional as F
 
     if source.startswith("digits:"):
@@ -83,15 +83,27 @@ def load_images(source, count, size, seed, what):
     if len(files) < count:
         raise ValueError(f"--{what} {source!r} has {len(files)} images, {count} needed")
     size = size or 256
-    images, labels, classes = [], [], {}
-    for f in files[:count]:
+    images, labels, classes, bad = [], [], {}, {}
+    for f in files:
+        if len(images) == count:
+            break
         try:
             with Image.open(f) as im:
                 t = TF.to_tensor(TF.center_crop(TF.resize(im.convert("RGB"), size), size))
-        except OSError as exc:
-            raise ValueError(f"cannot read image {f}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - any failure to decode means the file is bad
+            bad[f] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            continue
         images.append(t)
         labels.append(classes.setdefault(f.parent.name, len(classes)))
+    if bad:
+        first, reason = next(iter(bad.items()))
+        if len(images) < count:
+            raise ValueError(f"--{what} {source!r}: {len(bad)} of its image files cannot be "
+                             f"decoded (e.g. {first}: {reason}) and only {len(images)} readable "
+                             f"ones are left, {count} needed; remove the broken files or lower "
+                             "--count")
+        print(f"skipped {len(bad)} unreadable image file(s) of --{what} {source}, e.g. {first} "
+              f"({reason})", file=sys.stderr, flush=True)
     return torch.stack(images), torch.tensor(labels)
 
 
@@ -108,6 +120,7 @@ def build_features(spec, device, log=print):
 
 
 def main(args) -> int:
+    import torch
     from torchvision.utils import save_image
 
     from ..transfer import StyleTransfer
@@ -119,17 +132,23 @@ def main(args) -> int:
         raise RuntimeError(f"--device {args.device} was asked for but no CUDA GPU is visible")
     if args.count < 1:
         raise ValueError(f"--count must be >= 1, got {args.count}")
+    from PIL import Image
+
+    out = Path(args.out)
+    if out.is_dir() or out.suffix.lower() not in Image.registered_extensions():
+        raise ValueError(f"--out {args.out} must be an image file name, e.g. grid.png")
     if (args.style is None) == (args.generator is None):
         raise ValueError("give exactly one style source: --style SOURCE or --generator SPEC "
                          "with --directions FILE")
     steps = _parse_steps(args.steps)
-    net = build_features(args.features, device)
+    if args.generator is not None and not args.directions:
+        raise ValueError("--generator needs --directions FILE")
+    # the inputs first (cheap, and where a wrong file shows), then the feature network (the
+    # small one is trained the first time)
     content, _ = load_images(args.content, args.count, args.size, args.seed, "content")
     if args.style is not None:
         style, _ = load_images(args.style, args.count, content.shape[-1], args.seed + 1, "style")
     else:
-        if not args.directions:
-            raise ValueError("--generator needs --directions FILE")
         from ..directions import load_directions
         from ..generators import load_generator
         from ..intervene import InterventionSampler
@@ -140,6 +159,7 @@ def main(args) -> int:
         sampler = InterventionSampler(gen, d, top_k=top_k, m=min(5, top_k),
                                       batch_size=args.count, seed=args.seed)
         style = ((sampler.sample()[0].float() + 1) / 2).clamp(0, 1)
+    net = build_features(args.features, device)
     tr = StyleTransfer(net, kernel=args.kernel, optimizer=args.optimizer, lr=args.lr,
                        steps=steps, style_weight=args.style_weight,
                        content_weight=args.content_weight, seed=args.seed,
@@ -150,7 +170,6 @@ def main(args) -> int:
     print(f"transfer: {args.count} pairs, {res.steps} {args.optimizer} steps, style loss "
           f"{s0:.4g} -> {s1:.4g}, content loss {res.content[-1].mean().item():.4g}", flush=True)
     grid = torch.stack([content, style, res.images], dim=1).flatten(0, 1).float().cpu()
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, str(out), nrow=3, padding=2)
     print(f"wrote {out} (rows: content | style | result)", flush=True)

@@ -1,6 +1,7 @@
-"""Real-image loading: an NVIDIA DALI pipeline and a plain PyTorch DataLoader with one interface.
+"""Real-image loading: a plain PyTorch DataLoader (the default) and an NVIDIA DALI pipeline
+(optional: `pip install genint-fast[dali]`) with one interface.
 
-    loader = make_loader("data/train", loader="dali", batch_size=256, size=224,
+    loader = make_loader("data/train", loader="torch", batch_size=256, size=224,
                          augment="standard", seed=0, shard_id=rank, num_shards=world_size)
     for epoch in range(epochs):
         for images, labels in loader:      # images: float32 NCHW, normalised; labels: int64
@@ -48,6 +49,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 AUGMENTATIONS = ("none", "standard", "additional")
 LOADERS = ("dali", "torch")
+DEFAULT_LOADER = "torch"   # DALI is an optional extra (pip install genint-fast[dali])
+DALI_MISSING = ("the DALI loader needs NVIDIA DALI, which is not installed: pip install "
+                "genint-fast[dali] (or use the default torch loader, loader='torch')")
 
 # Augmentation parameters (SPEC section 6; torchvision's defaults for the crop).
 CROP_SCALE = (0.08, 1.0)
@@ -58,6 +62,7 @@ EVAL_CROP_FRACTION = 0.875
 
 
 def dali_available() -> bool:
+    """Whether NVIDIA DALI (the optional extra genint-fast[dali]) can be imported."""
     try:
         import nvidia.dali  # noqa: F401
         import nvidia.dali.plugin.pytorch  # noqa: F401
@@ -129,6 +134,12 @@ class _FolderLoader:
             res = validate_files(self.root, files, cache_path=cache_path,
                                  threads=max(1, num_threads))
             self.skipped = res.bad
+            if res.bad and not res.good:
+                first = next(iter(res.bad.items()))
+                raise ValueError(f"image folder {self.root!r}: none of its image files can be "
+                                 f"decoded ({len(res.bad)} files, e.g. "
+                                 f"{os.path.relpath(first[0], self.root)}: {first[1]}); check "
+                                 f"them with `genint-fast data validate {self.root}`")
             if res.bad:
                 keep = set(res.good)
                 labels = [y for f, y in zip(files, labels) if f in keep]
@@ -183,8 +194,7 @@ class DaliImageLoader(_FolderLoader):
 
     def __init__(self, root, **kw):
         if not dali_available():
-            raise RuntimeError("the DALI loader needs NVIDIA DALI: pip install "
-                               "nvidia-dali-cuda130 (or use loader='torch')")
+            raise RuntimeError(DALI_MISSING)
         if kw.get("num_threads", 2) == 0:
             raise ValueError("the DALI loader needs num_threads >= 1")
         super().__init__(root, **kw)
@@ -386,10 +396,11 @@ class TorchImageLoader(_FolderLoader):
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
 
-def make_loader(root: str, *, loader: str = "dali", **kwargs) -> _FolderLoader:
-    """An image-folder loader; `loader` is "dali" or "torch" (same interface and arguments:
-    batch_size, size, augment, device, seed, shard_id, num_shards, num_threads, shuffle,
-    drop_last, mean, std, classes, validate, cache_path, return_index, crop_fraction)."""
+def make_loader(root: str, *, loader: str = DEFAULT_LOADER, **kwargs) -> _FolderLoader:
+    """An image-folder loader; `loader` is "torch" (default) or "dali" (needs the optional extra
+    genint-fast[dali]); same interface and arguments: batch_size, size, augment, device, seed,
+    shard_id, num_shards, num_threads, shuffle, drop_last, mean, std, classes, validate,
+    cache_path, return_index, crop_fraction."""
     if loader == "dali":
         return DaliImageLoader(root, **kwargs)
     if loader == "torch":
