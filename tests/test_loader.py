@@ -11,7 +11,7 @@ from genint_fast.data.loader import dali_available, make_loader
 from genint_fast.data.validate import scan_image_folder, validate_files
 
 needs_dali = pytest.mark.skipif(not dali_available(), reason="needs NVIDIA DALI "
-                                "(pip install nvidia-dali-cuda130)")
+                                "(the optional extra: pip install genint-fast[dali])")
 LOADERS = [pytest.param("dali", marks=needs_dali), "torch"]
 N_VALID = 37  # valid images in the tree below
 

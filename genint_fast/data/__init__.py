@@ -1,7 +1,8 @@
 """Data: the built-in biased-digits benchmark and real-image loaders (NVIDIA DALI or torch).
 
 - make_biased_digits / export_biased_digits: SPEC section 10, as tensors or an image-folder tree.
-- make_loader(root, loader="dali"|"torch", ...): image-folder loaders with one interface.
+- make_loader(root, loader="torch"|"dali", ...): image-folder loaders with one interface (DALI:
+  the optional [dali] extra).
 - scan_image_folder / validate_files: the tree scan and the cached corrupt-file check.
 """
 from .digits import (  # noqa: F401
