@@ -53,6 +53,7 @@ def test_demo_config_loads_with_overrides():
     ("m=30", "need m <= top_k"),
     ("colour=red", "unknown key(s) colour"),
     ("steps", "must look like key=value"),
+    ("step_ranges=reference", "reference ranges are set-mode latent units"),
 ])
 def test_invalid_config_refused(override, words):
     with pytest.raises(ValueError, match="invalid config") as info:

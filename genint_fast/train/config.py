@@ -194,6 +194,9 @@ class TrainConfig:
             bad("step_ranges", f'must be null or "reference", got {self.step_ranges!r}')
         if self.step_ranges == "reference" and self.top_k > 60:
             bad("step_ranges", f"reference covers 60 directions; top_k is {self.top_k}")
+        if self.step_ranges == "reference" and self.intervention_mode != "set":
+            bad("step_ranges", "reference ranges are set-mode latent units; add "
+                "intervention_mode=set (in add mode they would be scaled by sigma again)")
         if self.control not in ("none", "random-directions", "matched-norm"):
             bad("control", f'must be "none", "random-directions" or "matched-norm", got '
                            f'{self.control!r}')
