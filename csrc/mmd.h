@@ -153,8 +153,8 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_gaussian_assemble(
     syy = syy - m;
   }
   auto loss = (cxx * sxx + cyy * syy.expand({B}) + cxy * sxy).to(x_.scalar_type());
-  auto empty = at::empty({0}, x_.options());
-  at::Tensor gx = empty, gy = empty;
+  // Two distinct empty tensors: outputs of one op must not alias each other.
+  at::Tensor gx = at::empty({0}, x_.options()), gy = at::empty({0}, y_.options());
   if (grad_x) gx = (gxx.mul(cxx * -4.0 * gamma).add_(gxy, cxy * -2.0 * gamma)).to(x_.scalar_type());
   if (grad_y) {
     gy = gyx.mul(cxy * -2.0 * gamma).add_(gyy.mul(cyy * -4.0 * gamma).expand({B, M, y.size(2)}))
