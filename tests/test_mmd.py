@@ -114,16 +114,110 @@ def test_gradcheck_float64(kernel, unbiased):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_opcheck(device):
-    x = leaf(feats(2, 11, 5, dtype=torch.float32, device=device))
-    y = leaf(feats(1, 13, 5, dtype=torch.float32, device=device, seed=1))
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(device, requires_grad):
+    # With requires_grad inputs opcheck also checks the autograd registration and traces the
+    # backward with AOTAutograd (test_autograd_registration, test_aot_dispatch_dynamic).
+    x = leaf(feats(2, 11, 5, dtype=torch.float32, device=device), requires_grad)
+    y = leaf(feats(1, 13, 5, dtype=torch.float32, device=device, seed=1), requires_grad)
     op = torch.ops.genint_fast.mmd_gaussian.default
     for unbiased in (False, True):
         torch.library.opcheck(op, (x, y, 0.2, unbiased, True, True, None))
         torch.library.opcheck(op, (x, y.detach(), 0.2, unbiased, True, False, None))
+        torch.library.opcheck(op, (x.detach(), y, 0.2, unbiased, False, True, None))
     yy = torch.ops.genint_fast.mmd_gaussian_self.default(y.detach(), 0.2)
     torch.library.opcheck(op, (x, y.detach(), 0.2, False, True, False, yy))
-    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y.detach(), 0.2))
+    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y, 0.2))
+    y3 = leaf(feats(3, 13, 5, dtype=torch.float32, device=device, seed=2), requires_grad)
+    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y3, 0.2))
+
+
+def test_opcheck_without_gradient_outputs():
+    # no gradient asked: the two empty gradient outputs must be distinct tensors (the schema
+    # forbids aliased outputs)
+    x = feats(2, 11, 5, dtype=torch.float32)
+    y = feats(1, 13, 5, dtype=torch.float32, seed=1)
+    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian.default,
+                          (x, y, 0.2, False, False, False, None), test_utils="test_schema")
+
+
+# ------------------------------------------------------------------------ second derivatives
+
+TWICE_DIFFERENTIABLE = [k for k in KERNELS if k != "gaussian"]
+
+
+@pytest.mark.parametrize("kernel", TWICE_DIFFERENTIABLE)
+@pytest.mark.parametrize("unbiased", [False, True])
+def test_double_backward_gradgradcheck_float64(kernel, unbiased):
+    x = leaf(feats(2, 9, 3, layout="chw"))
+    y = leaf(feats(1, 7, 3, seed=2))
+
+    def f(x, y):
+        return mmd(x, y, kernel, unbiased=unbiased, reduction="none")
+
+    assert torch.autograd.gradgradcheck(f, (x, y))
+    target = MMDTarget(y, kernel, unbiased=unbiased)
+    assert torch.autograd.gradgradcheck(
+        lambda x: mmd(x, target, kernel, unbiased=unbiased, reduction="none"), (x,))
+
+
+def second_derivatives(fn, x, y, kernel, y_grad=True):
+    """The gradient of sum(grad^2) where grad = d (loss^2) / d (x, y): a Hessian-vector product."""
+    x, y = leaf(x), leaf(y, y_grad)
+    wrt = [x, y] if y_grad else [x]
+    loss = fn(x, y, kernel=kernel, gamma=0.3)
+    grads = torch.autograd.grad(loss.square(), wrt, create_graph=True)
+    return torch.autograd.grad(sum(g.square().sum() for g in grads), wrt)
+
+
+@pytest.mark.parametrize("kernel", TWICE_DIFFERENTIABLE)
+@pytest.mark.parametrize("y_grad", [True, False])
+def test_second_derivatives_equal_the_reference(kernel, y_grad):
+    # poly2 used to reuse the graph-less Gram matrices in backward: its second derivative came
+    # out 1.6 off on a true value of 2.1. Compare with the materialised definition.
+    x, y = feats(2, 12, 4, layout="nc", seed=3), feats(1, 9, 4, seed=4)
+    ours = second_derivatives(mmd, x, y, kernel, y_grad)
+    ref = second_derivatives(reference.mmd, x, y, kernel, y_grad)
+    assert ref[0].abs().max() > 1e-3
+    for o, r in zip(ours, ref):
+        torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-12)
+
+
+def test_gaussian_double_backward_refuses_with_one_sentence():
+    from genint_fast.ops.mmd import GAUSSIAN_DOUBLE_BACKWARD
+
+    x, y = leaf(feats(2, 9, 3)), leaf(feats(1, 7, 3, seed=2))
+    loss = mmd(x, y, "gaussian", gamma=0.3)
+    gx, gy = torch.autograd.grad(loss, (x, y), create_graph=True)
+    # The first derivative itself stays exact under create_graph=True ...
+    r_gx, r_gy = torch.autograd.grad(reference.mmd(x, y, "gaussian", gamma=0.3), (x, y))
+    torch.testing.assert_close(gx, r_gx, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(gy, r_gy, rtol=1e-9, atol=1e-12)
+    # ... and differentiating it again raises instead of silently dropping the Hessian term.
+    for g, wrt in ((gx, x), (gx, y), (gy, x), (gy, y)):
+        with pytest.raises(RuntimeError, match="does not support second derivatives") as err:
+            torch.autograd.grad(g.square().sum(), wrt, retain_graph=True)
+        assert GAUSSIAN_DOUBLE_BACKWARD in str(err.value)
+    with pytest.raises(RuntimeError, match="genint_fast.ops.reference.mmd"):
+        torch.autograd.gradgradcheck(lambda x: mmd(x, y.detach(), "gaussian", gamma=0.3), (x,))
+    # Through a cached target too.
+    target = MMDTarget(y, "gaussian", gamma=0.3)
+    (gx,) = torch.autograd.grad(mmd(x, target, "gaussian"), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="does not support second derivatives"):
+        gx.sum().backward()
+
+
+def test_gaussian_self_term_is_twice_differentiable():
+    # mmd_gaussian_self (the cached y-y sum of a target) has an exact gradient in row blocks,
+    # against the materialised sum; its second derivative against finite differences.
+    op = torch.ops.genint_fast.mmd_gaussian_self.default
+    y = leaf(feats(2, 9, 3))
+    assert torch.autograd.gradcheck(lambda y: op(y, 0.3), (y,))
+    assert torch.autograd.gradgradcheck(lambda y: op(y, 0.3), (y,))
+    big = leaf(feats(1, 2100, 3, seed=1))   # more than one block of rows
+    (g,) = torch.autograd.grad(op(big, 0.3).sum(), big)
+    (r,) = torch.autograd.grad(reference.gaussian_kernel_matrix(big, big, 0.3).sum(), big)
+    torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
 
 
 def test_compile_fullgraph_forward_and_backward():

@@ -6,6 +6,11 @@ matrix; this module registers its fake function and autograd formula. linear, po
 reductions of size O(N C + C^2) built from ATen ops (the Gram matrices come from one bmm each;
 poly2 has a hand-written backward that needs one bmm where autograd of F F^T needs two).
 genint_fast.ops.reference.mmd is the definition of every kernel.
+
+Second derivatives (create_graph=True): linear, bn and poly2 are exact (poly2's backward
+recomputes its Grams with a graph in that mode); mmd_gaussian_self (the cached y-y sum) has an
+exact, blockwise ATen gradient; the Gaussian op refuses with GAUSSIAN_DOUBLE_BACKWARD when its
+gradient is differentiated again (its gradient is a constant computed in the forward pass).
 """
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ import torch
 from . import reference
 from .reference import gaussian_default_gamma, mmd_sets
 
-__all__ = ["mmd", "style_loss", "MMDTarget", "gaussian_default_gamma", "KERNELS"]
+__all__ = ["mmd", "style_loss", "MMDTarget", "gaussian_default_gamma", "KERNELS",
+           "GAUSSIAN_DOUBLE_BACKWARD"]
 
 KERNELS = ("linear", "poly2", "gaussian", "bn")
 _REDUCTIONS = ("mean", "sum", "none")
@@ -74,27 +80,56 @@ def _mmd_gaussian_self_fake(y, gamma):
     return y.new_empty((y.shape[0],), dtype=torch.float64)
 
 
+GAUSSIAN_DOUBLE_BACKWARD = (
+    "genint_fast.ops.mmd with kernel='gaussian' does not support second derivatives "
+    "(create_graph=True): its fused op computes the gradient in the forward pass as a constant "
+    "and a Hessian would need the N x M kernel matrices; use genint_fast.ops.reference.mmd "
+    "(kernel='gaussian') for double backward")
+
+
+class _RefuseDoubleBackward(torch.autograd.Function):
+    """Identity on `value`, attached to the graph of `anchors` (the op's inputs): a gradient
+    built with create_graph=True stays usable as a value, and differentiating it again raises
+    GAUSSIAN_DOUBLE_BACKWARD instead of silently dropping the Hessian term."""
+
+    @staticmethod
+    def forward(ctx, value, *anchors):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RuntimeError(GAUSSIAN_DOUBLE_BACKWARD)
+
+
 def _gaussian_setup_context(ctx, inputs, output):
     x, y, gamma, unbiased, grad_x, grad_y, yy = inputs
     _, gx, gy = output
-    ctx.save_for_backward(gx, gy)
+    ctx.save_for_backward(gx, gy, x, y)
     ctx.y_batch = y.shape[0]
     ctx.has = (grad_x, grad_y)
     ctx.mark_non_differentiable(gx, gy)
 
 
 def _gaussian_backward(ctx, g_loss, _g_gx, _g_gy):
-    gx, gy = ctx.saved_tensors
+    gx, gy, x, y = ctx.saved_tensors
     grad_x = grad_y = None
+    # create_graph=True runs this with grad mode on. The gradient returned is exact, but it is
+    # g_loss times a constant (gx, gy): differentiating it again w.r.t. x or y must refuse.
+    create = torch.is_grad_enabled()
+    anchors = [t for t in (x, y) if t.requires_grad] if create else []
     if ctx.needs_input_grad[0]:
         if not ctx.has[0]:
             raise RuntimeError("mmd_gaussian: the gradient of x was not computed in the forward "
                                "(call it with grad_x=True, as genint_fast.ops.mmd does)")
+        if anchors:
+            gx = _RefuseDoubleBackward.apply(gx, *anchors)
         grad_x = g_loss.to(gx.dtype).view(-1, 1, 1) * gx
     if ctx.needs_input_grad[1]:
         if not ctx.has[1]:
             raise RuntimeError("mmd_gaussian: the gradient of y was not computed in the forward "
                                "(call it with grad_y=True, as genint_fast.ops.mmd does)")
+        if anchors:
+            gy = _RefuseDoubleBackward.apply(gy, *anchors)
         grad_y = g_loss.to(gy.dtype).view(-1, 1, 1) * gy
         if ctx.y_batch == 1 and grad_y.shape[0] != 1:
             grad_y = grad_y.sum(0, keepdim=True)
@@ -103,6 +138,41 @@ def _gaussian_backward(ctx, g_loss, _g_gx, _g_gy):
 
 torch.library.register_autograd("genint_fast::mmd_gaussian", _gaussian_backward,
                                 setup_context=_gaussian_setup_context)
+
+
+def gaussian_self_grad(y, gamma, g):
+    """g_b * d/dy of S_b = sum_ij exp(-gamma |y_i - y_j|^2), the gradient of mmd_gaussian_self:
+    dS/dy_i = -4 gamma (y_i sum_j k_ij - sum_j k_ij y_j). Computed in blocks of rows of y with
+    ATen ops (memory O(rows x M), never the M x M matrix for a first derivative; the ops are
+    differentiable, so second derivatives are exact as well)."""
+    acc = _acc(y.dtype)
+    ya = y.to(acc)
+    m = ya.shape[1]
+    rows = max(1, min(m, (1 << 22) // max(1, m)))
+    parts = []
+    for s in range(0, m, rows):
+        blk = ya[:, s:s + rows]
+        k = reference.gaussian_kernel_matrix(blk, ya, gamma)       # (B, rows, M)
+        parts.append(blk * k.sum(-1, keepdim=True) - torch.bmm(k, ya))
+    grad = torch.cat(parts, 1) * ((-4.0 * gamma) * g.to(acc).view(-1, 1, 1))
+    return grad.to(y.dtype)
+
+
+def _gaussian_self_setup_context(ctx, inputs, output):
+    y, gamma = inputs
+    ctx.save_for_backward(y)
+    ctx.gamma = gamma
+
+
+def _gaussian_self_backward(ctx, g):
+    (y,) = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return None, None
+    return gaussian_self_grad(y, ctx.gamma, g), None
+
+
+torch.library.register_autograd("genint_fast::mmd_gaussian_self", _gaussian_self_backward,
+                                setup_context=_gaussian_self_setup_context)
 
 
 def _gaussian(x3, y3, gamma, unbiased, yy=None):
@@ -155,13 +225,23 @@ class _Poly2(torch.autograd.Function):
         fx, fy, gx, gy = ctx.saved_tensors
         a, e, c = ctx.coef
         acc = gx.dtype
+        if torch.is_grad_enabled():
+            # create_graph=True (the engine runs backward with grad mode on): the Grams saved by
+            # forward carry no graph, so recompute them from the features; every op below is
+            # then differentiable and second derivatives are exact (one or two extra bmm, only
+            # in this mode).
+            fxa = fx.to(acc)
+            gx = torch.bmm(fxa, fxa.transpose(1, 2))
+            if fy is not None:
+                fya = fy.to(acc)
+                gy = torch.bmm(fya, fya.transpose(1, 2))
         w = g.to(acc).view(-1, 1, 1)
         dfx = dfy = None
         if ctx.needs_input_grad[0]:
             fxa = fx.to(acc)
             dfx = torch.bmm(w * (4.0 * a * gx - 4.0 * e * gy), fxa)
             if ctx.unbiased:
-                dfx -= (4.0 * a) * w * fxa * fxa.square().sum(1, keepdim=True)
+                dfx = dfx - (4.0 * a) * w * fxa * fxa.square().sum(1, keepdim=True)
             dfx = dfx.to(fx.dtype)
         if fy is not None and ctx.needs_input_grad[1]:
             fya = fy.to(acc)
@@ -171,7 +251,7 @@ class _Poly2(torch.autograd.Function):
             dfy = torch.bmm(dy, fya)
             if ctx.unbiased:
                 wsum = w.sum(0, keepdim=True) if fy.shape[0] == 1 else w
-                dfy -= (4.0 * c) * wsum * fya * fya.square().sum(1, keepdim=True)
+                dfy = dfy - (4.0 * c) * wsum * fya * fya.square().sum(1, keepdim=True)
             dfy = dfy.to(fy.dtype)
         return dfx, dfy, None, None, None, None
 
@@ -310,8 +390,10 @@ def mmd(x, y, kernel="poly2", gamma=None, unbiased=False, reduction="mean"):
 
     Gradients flow to x always and to y when y requires grad (not through an MMDTarget). For the
     Gaussian kernel the gradients are computed in the same tiled pass as the loss (when x or y
-    requires grad) and scaled in backward; double backward is not supported. Non-finite values
-    in x or y give a NaN loss. Half and bfloat16 inputs are computed in float32 and the loss is
+    requires grad) and scaled in backward. Second derivatives (create_graph=True): exact for
+    linear, poly2 and bn; the Gaussian kernel refuses them with a RuntimeError when the gradient
+    is differentiated again (GAUSSIAN_DOUBLE_BACKWARD; genint_fast.ops.reference.mmd has them).
+    Non-finite values in x or y give a NaN loss. Half and bfloat16 inputs are computed in float32 and the loss is
     returned in the input dtype.
     """
     if kernel not in KERNELS:

@@ -1,8 +1,9 @@
 """Fused latent steering (SPEC section 4) and the sampler of its random steps.
 
 The op is declared in csrc/ops.cpp and implemented in csrc/cpu/steer.cpp and csrc/cuda/steer.cu;
-this module adds the fake (meta) function used by torch.compile, the autograd formula and the
-Python API. genint_fast.ops.reference.steer is its definition.
+this module adds the fake (meta) functions used by torch.compile, the autograd formulas (of steer
+and of its backward, so that double backward is exact) and the Python API.
+genint_fast.ops.reference.steer is its definition.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def steer(z, directions, sigma, mu, idx, alpha, mode="add", clamp=None):
 
     Returns the steered (B, D) latents in z's dtype. Differentiable with respect to z, alpha, mu,
     sigma ("add") and directions; in "set" mode the directions gradient goes through the eager
-    reference (slower), every other gradient through the fused backward kernel.
+    reference (slower), every other gradient through the fused backward kernel. Twice
+    differentiable: with create_graph=True the gradients carry their own graph (the kernel's
+    backward has an autograd formula), so second derivatives are exact.
     """
     if mode not in _MODES:
         raise RuntimeError(f'steer: mode must be "add" or "set", got {mode!r}')
@@ -64,6 +67,43 @@ def _steer_backward_fake(grad, z, directions, sigma, mu, idx, alpha, mode, clamp
     return z.new_empty(z.shape), z.new_empty(idx.shape, dtype=_acc_dtype(z.dtype))
 
 
+def steer_backward_torch(grad, z, directions, sigma, mu, idx, alpha, mode, clamp):
+    """What the op steer_backward computes, as differentiable ATen ops (the formula of
+    csrc/steer_composite.cpp): (grad_z in z's dtype, dots in the accumulation dtype), with grad_z
+    the gradient that reaches z and dots[b, m] = u_m . g_m, the gradient g_m reaching step m
+    dotted with the direction of that step. The clamp passes gradient where
+    -clamp <= pre-clamp output <= clamp. Used for the derivatives of steer_backward itself."""
+    acc = _acc_dtype(z.dtype)
+    g = grad.to(acc)
+    if clamp is not None:
+        with torch.no_grad():  # a mask: piecewise constant, no derivative
+            pre = reference.steer(z.to(acc), directions.to(acc), sigma.to(acc), mu.to(acc), idx,
+                                  alpha.to(acc), mode, None)
+            keep = ((pre >= -clamp) & (pre <= clamp)).to(acc)
+        g = g * keep
+    u_all = directions.to(acc)
+    B, M = idx.shape
+    if mode == "add":
+        dots = (u_all[idx] * g.unsqueeze(1)).sum(-1) if M else g.new_zeros(B, 0)
+    else:
+        cols = [None] * M
+        for m in reversed(range(M)):
+            u = u_all[idx[:, m]]
+            s = (g * u).sum(-1)
+            cols[m] = s
+            g = g - s.unsqueeze(-1) * u
+        dots = torch.stack(cols, 1) if M else g.new_zeros(B, 0)
+    return g.to(z.dtype), dots
+
+
+# ------------------------------------------------------------------------------- autograd
+# steer's backward calls steer_backward (one fused pass) and assembles the other gradients from
+# its two outputs with ATen ops. Second derivatives (create_graph=True): steer_backward has its
+# own autograd formula (below, through steer_backward_torch), so every gradient of steer is
+# itself differentiable and double backward is exact (tests/test_steer.py gradgradchecks it
+# against genint_fast.ops.reference.steer).
+
+
 def _setup_context(ctx, inputs, output):
     z, directions, sigma, mu, idx, alpha, mode, clamp = inputs
     ctx.save_for_backward(z, directions, sigma, mu, idx, alpha)
@@ -74,6 +114,9 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad):
     z, U, sigma, mu, idx, alpha = ctx.saved_tensors
     need_z, need_u, need_sigma, need_mu, _, need_alpha = ctx.needs_input_grad[:6]
+    # create_graph=True: the engine runs this function with grad mode on, and every op below
+    # records its own graph (steer_backward included: it has an autograd formula).
+    create = torch.is_grad_enabled()
     gz, dots = torch.ops.genint_fast.steer_backward.default(
         grad.contiguous(), z, U, sigma, mu, idx, alpha, ctx.mode, ctx.clamp
     )
@@ -89,11 +132,11 @@ def _backward(ctx, grad):
         if need_alpha:
             g_alpha = (sigma.to(acc)[idx] * dots).to(alpha.dtype)
         if need_sigma:
-            g_sigma = torch.zeros(K, dtype=acc, device=z.device)
-            g_sigma.index_add_(0, flat_idx, (alpha.to(acc) * dots).reshape(-1))
+            g_sigma = torch.zeros(K, dtype=acc, device=z.device).index_add(
+                0, flat_idx, (alpha.to(acc) * dots).reshape(-1))
             g_sigma = g_sigma.to(sigma.dtype)
         if need_u:
-            scatter = torch.zeros(B, K, dtype=acc, device=z.device).scatter_add_(1, idx, coef)
+            scatter = torch.zeros(B, K, dtype=acc, device=z.device).scatter_add(1, idx, coef)
             g_u = (scatter.T @ gz.to(acc)).to(U.dtype)
         if need_mu:
             g_mu = (-gz.to(acc).sum(0)).to(mu.dtype)
@@ -103,22 +146,64 @@ def _backward(ctx, grad):
         if need_alpha:
             g_alpha = dots.to(alpha.dtype)
         if need_mu:
-            per_dir = torch.zeros(K, dtype=acc, device=z.device).index_add_(
+            per_dir = torch.zeros(K, dtype=acc, device=z.device).index_add(
                 0, flat_idx, dots.reshape(-1)
             )
             g_mu = (per_dir @ U.to(acc)).to(mu.dtype)
         if need_u:
+            # The directions gradient needs every intermediate latent: through the eager
+            # reference (with its graph kept when the caller asked for one).
             with torch.enable_grad():
-                u_leaf = U.detach().requires_grad_(True)
-                out = reference.steer(
-                    z.detach(), u_leaf, sigma.detach(), mu.detach(), idx, alpha.detach(),
-                    "set", ctx.clamp,
-                )
-                (g_u,) = torch.autograd.grad(out, u_leaf, grad)
+                if create:
+                    u_leaf, args = U, (z, U, sigma, mu, idx, alpha)
+                else:
+                    u_leaf = U.detach().requires_grad_(True)
+                    args = (z.detach(), u_leaf, sigma.detach(), mu.detach(), idx,
+                            alpha.detach())
+                out = reference.steer(*args, "set", ctx.clamp)
+                (g_u,) = torch.autograd.grad(out, u_leaf, grad, create_graph=create)
     return g_z, g_u, g_sigma, g_mu, None, g_alpha, None, None
 
 
 torch.library.register_autograd("genint_fast::steer", _backward, setup_context=_setup_context)
+
+
+def _backward_setup_context(ctx, inputs, output):
+    grad, z, directions, sigma, mu, idx, alpha, mode, clamp = inputs
+    ctx.save_for_backward(grad, z, directions, sigma, mu, idx, alpha)
+    ctx.mode = mode
+    ctx.clamp = clamp
+
+
+def _backward_backward(ctx, g_gz, g_dots):
+    """Vector-Jacobian product of steer_backward, by autograd through steer_backward_torch (the
+    second derivatives of steer; only run for create_graph=True or a direct call)."""
+    saved = ctx.saved_tensors
+    need = ctx.needs_input_grad[:7]
+    create = torch.is_grad_enabled()
+    with torch.enable_grad():
+        if create:
+            args = list(saved)
+        else:
+            args = [t.detach().requires_grad_(n) if n else t.detach()
+                    for t, n in zip(saved, need)]
+        gz, dots = steer_backward_torch(*args, ctx.mode, ctx.clamp)
+        outs, cots = [], []
+        for o, c in ((gz, g_gz), (dots, g_dots)):
+            if c is not None and o.requires_grad:
+                outs.append(o)
+                cots.append(c)
+        wrt = [a for a, n in zip(args, need) if n]
+        got = (torch.autograd.grad(outs, wrt, cots, allow_unused=True, create_graph=create)
+               if outs and wrt else [None] * len(wrt))
+    it = iter(got)
+    res = [next(it) if n else None for n in need]
+    res = [None if r is None else r.to(t.dtype) for r, t in zip(res, saved)]
+    return (*res, None, None)
+
+
+torch.library.register_autograd("genint_fast::steer_backward", _backward_backward,
+                                setup_context=_backward_setup_context)
 
 
 def sample_steps(batch, top_k, m, scale=None, ranges=None, *, generator=None, device=None,
