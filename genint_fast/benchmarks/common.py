@@ -60,14 +60,17 @@ class Row:
     base_s: float       # seconds per call, baseline
     bar: float | None = None  # speed-up the issue asks for (ratio >= bar), if any
     note: str = ""
+    skipped: str = ""   # why the baseline was not run (e.g. an optional package is missing)
 
     @property
     def ratio(self) -> float:
+        if self.skipped:
+            return float("nan")
         return self.base_s / self.ours_s if self.ours_s > 0 else float("inf")
 
     @property
     def passed(self) -> bool | None:
-        return None if self.bar is None else self.ratio >= self.bar
+        return None if self.bar is None or self.skipped else self.ratio >= self.bar
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -88,6 +91,10 @@ def format_table(rows, title="", machine_line="") -> str:
     for r in rows:
         bar = "" if r.bar is None else f">= {r.bar:g}x {'ok' if r.passed else 'MISSED'}"
         note = f" ({r.note})" if r.note else ""
+        if r.skipped:
+            out.append(f"| {r.bench}{note} | {r.baseline} | {r.ours_s * 1e3:.3f} | "
+                       f"skipped: {r.skipped} | | |")
+            continue
         out.append(f"| {r.bench}{note} | {r.baseline} | {r.ours_s * 1e3:.3f} | "
                    f"{r.base_s * 1e3:.3f} | {r.ratio:.2f}x | {bar} |")
     return "\n".join(out)

@@ -1,15 +1,21 @@
-"""MMD style losses against plain PyTorch, timed in the same run (issue 3 bars, CPU, float32):
+"""MMD style losses against their strongest baselines, timed in the same run (CPU, float32):
 
-- Gaussian forward+backward (gradient of x), B=1, N=M=4096, C=128: the tiled op >= 3x faster
-  than the materialised reference (genint_fast.ops.reference.mmd_gaussian, which forms the
-  N x N, M x M and N x M kernel matrices through |a|^2 + |b|^2 - 2 a.b and lets autograd
-  differentiate them).
+- Every kernel (gaussian, poly2, linear, bn), forward+backward (gradient of x), B=1, N=M=4096,
+  C=128: ours against the materialised plain-PyTorch definition
+  (genint_fast.ops.reference.mmd, which forms the N x N, M x M and N x M kernel matrices and lets
+  autograd differentiate them), run eagerly and compiled with torch.compile (inductor; compiled
+  once before timing, compile time in the note). GFLOP/s from the analytic FLOP counts of
+  `flops` (the same count for ours and the baselines, so the GFLOP/s ratio is the speed ratio).
+- Bars: Gaussian forward+backward >= 3x the eager materialised reference (issue 3) and >= 2x the
+  best of the eager and inductor-compiled references (issue 15).
 - poly2 forward+backward, B=8, N=4096, C=256: at least as fast as the plain-PyTorch Gram loss
   ||F F^T / N - G_y||_F^2 with autograd, and no more memory (peak resident memory of one
-  forward+backward, each measured in a fresh process).
+  forward+backward, each measured in a fresh process); the same loss compiled with inductor is a
+  second baseline.
 - Memory bar: Gaussian forward+backward with N=M=65536, C=64, B=1 adds <= 1 GB of peak resident
   memory (the materialised form would need > 50 GB and is not run).
-- pykeops (optional bench extra) joins the Gaussian rows when it is installed.
+- pykeops (optional bench extra) joins the Gaussian rows when it is importable; otherwise its
+  row says it was skipped and why.
 - On CUDA: Gaussian forward TFLOP/s against an fp32 matmul of the same FLOP count (the device's
   attainable fp32 peak, measured in the same run).
 """
@@ -98,13 +104,51 @@ def measure_peak(name, dims, threads=None):
     return int(extra), float(secs)
 
 
+# Analytic FLOP counts per batch element, for x (N, C) requiring grad and a constant y (M, C).
+# A multiply-add counts 2; exp, clamps and other elementwise work are not counted.
+#   gaussian  forward  2C (N^2 + NM + M^2): the squared distances of all ordered pairs
+#                      (|a|^2 + |b|^2 - 2 a.b; the dot products dominate)
+#             backward 2C (N^2 + NM): the kernel-weighted sums sum_j k_ij x_j (x-x and x-y)
+#   poly2     forward  2 N C^2 (Gram of x) + 2 M C^2 (Gram of y, unless cached) + 2 C^2 (<Gx, Gy>)
+#             backward 2 N C^2 (one (C x C) @ (C x N) product)
+#   linear    forward  C (N + M) (the two sums) + 2 C; backward N C
+#   bn        forward  4 C (N + M) (means, centred squares, sums); backward 4 N C
+def flops(kernel, n, m, c, backward=True, y_cached=False) -> float:
+    if kernel == "gaussian":
+        f, b = 2 * c * (n * n + n * m + m * m), 2 * c * (n * n + n * m)
+    elif kernel == "poly2":
+        f, b = 2 * n * c * c + (0 if y_cached else 2 * m * c * c) + 2 * c * c, 2 * n * c * c
+    elif kernel == "linear":
+        f, b = c * (n + m) + 2 * c, n * c
+    elif kernel == "bn":
+        f, b = 4 * c * (n + m), 4 * n * c
+    else:
+        raise ValueError(kernel)
+    return float(f + (b if backward else 0))
+
+
+def _gflops(count, secs):
+    return count / secs / 1e9
+
+
+def _compile_timed(fn, call, device):
+    """torch.compile(fn) with inductor, compiled by running call(compiled) once outside any timed
+    region. Returns (compiled, seconds of that first call)."""
+    from .steer import compile_timed
+
+    return compile_timed(fn, call, device)
+
+
 def _keops_rows(x, y, gamma, t_ours, label):
     """pykeops (optional bench extra) on the same problem: the three kernel sums as LazyTensor
-    reductions, backward through KeOps' own gradient formulas."""
+    reductions, backward through KeOps' own gradient formulas. Without pykeops: one row that says
+    it was skipped and why."""
     try:
         from pykeops.torch import LazyTensor
-    except ImportError:
-        return []
+    except ImportError as exc:
+        return [Row(label, "pykeops LazyTensor", t_ours, math.nan,
+                    skipped=f"pykeops is not importable ({exc.__class__.__name__}); it is the "
+                            "optional bench extra")]
 
     def ksum(a, b):
         d = ((LazyTensor(a[:, None, :]) - LazyTensor(b[None, :, :])) ** 2).sum(-1)
@@ -123,41 +167,76 @@ def _keops_rows(x, y, gamma, t_ours, label):
     return [Row(label, "pykeops LazyTensor", t_ours, t_k)]
 
 
+def _kernel_rows(kernel, x, y, gamma, device, repeat):
+    """Rows of one kernel, forward+backward (gradient of x): ours against the eager and the
+    inductor-compiled materialised reference. Returns (rows, t_ours, t_eager, t_compiled)."""
+    n, m, c = x.shape[1], y.shape[1], x.shape[2]
+    kw = dict(gamma=gamma) if kernel == "gaussian" else {}
+    xl = x.clone().requires_grad_()
+
+    def ref(x, y):
+        return reference.mmd(x, y, kernel, **kw)
+
+    def ours_fb():
+        mmd(xl, y, kernel, **kw).backward()
+
+    def eager_fb():
+        ref(xl, y).backward()
+
+    comp, t_compile = _compile_timed(ref, lambda f: f(xl, y).backward(), device)
+    xl.grad = None
+    with torch.no_grad():
+        want = reference.mmd(x.double(), y.double(), kernel, **kw)
+        for got in (mmd(x, y, kernel, **kw), comp(x, y)):
+            torch.testing.assert_close(got.double(), want, rtol=1e-3,
+                                       atol=1e-6 * max(1.0, want.abs().item()))
+    t_o = time_fn(ours_fb, device=device, repeat=repeat)
+    t_e = time_fn(eager_fb, device=device, repeat=repeat)
+    t_c = time_fn(lambda: comp(xl, y).backward(), device=device, repeat=repeat)
+    fl = flops(kernel, n, m, c)
+    label = f"{kernel} forward+backward, B=1 N={n} M={m} C={c} fp32"
+    rate = lambda t: f"{_gflops(fl, t):.3g}"  # noqa: E731
+    rows = [
+        Row(label, "materialised reference, eager", t_o, t_e,
+            bar=3.0 if kernel == "gaussian" and device.type == "cpu" else None,
+            note=f"{rate(t_o)} vs {rate(t_e)} GFLOP/s of {fl / 1e9:.3g} GFLOP"),
+        Row(label, "materialised reference, inductor-compiled", t_o, t_c,
+            note=f"{rate(t_o)} vs {rate(t_c)} GFLOP/s; compile {t_compile:.1f} s, not timed"),
+    ]
+    return rows, t_o, t_e, t_c
+
+
 def run(device="cpu", quick=False):
     device = torch.device(device)
     repeat = 2 if quick else 5
     rows = []
 
-    # Gaussian forward+backward against the materialised reference.
+    # Every kernel, forward+backward, against the eager and the compiled reference.
     n = 1024 if quick else 4096
     c = 128
     x, y = gaussian_inputs(1, n, n, c, device)
     gamma = reference.gaussian_default_gamma(y)
-    xl = x.clone().requires_grad_()
+    for kernel in ("gaussian", "poly2", "linear", "bn"):
+        krows, t_o, t_e, t_c = _kernel_rows(kernel, x, y, gamma, device, repeat)
+        rows += krows
+        if kernel != "gaussian":
+            continue
+        best, which = (t_e, "eager") if t_e <= t_c else (t_c, "inductor-compiled")
+        label = krows[0].bench
+        rows.append(Row(label, f"best materialised reference ({which})", t_o, best,
+                        bar=2.0 if device.type == "cpu" else None))
+        with torch.no_grad():
+            t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device,
+                           repeat=repeat)
+            t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device,
+                           repeat=repeat)
+        fl = flops("gaussian", n, n, c, backward=False)
+        rows.append(Row(f"gaussian forward, B=1 N=M={n} C={c} fp32", "materialised reference",
+                        t_of, t_rf, note=f"{_gflops(fl, t_of):.1f} vs {_gflops(fl, t_rf):.1f} "
+                                         "GFLOP/s"))
+        rows += _keops_rows(x, y, gamma, t_o, label)
 
-    def ours_fb():
-        mmd(xl, y, "gaussian", gamma=gamma).backward()
-
-    def ref_fb():
-        reference.mmd(xl, y, "gaussian", gamma=gamma).backward()
-
-    torch.testing.assert_close(mmd(x, y, "gaussian", gamma=gamma),
-                               reference.mmd(x.double(), y.double(), "gaussian",
-                                             gamma=gamma).float(), rtol=1e-3, atol=1e-7)
-    t_o = time_fn(ours_fb, device=device, repeat=repeat)
-    t_r = time_fn(ref_fb, device=device, repeat=repeat)
-    rows.append(Row(f"gaussian forward+backward, B=1 N=M={n} C={c} fp32",
-                    "materialised reference", t_o, t_r, bar=3.0 if device.type == "cpu" else None))
-    with torch.no_grad():
-        t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device, repeat=repeat)
-        t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device,
-                       repeat=repeat)
-    flops = 2 * c * 3 * n * n  # dot products of the x-x, y-y and x-y pairs
-    rows.append(Row(f"gaussian forward, B=1 N=M={n} C={c} fp32", "materialised reference",
-                    t_of, t_rf, note=f"{flops / t_of / 1e9:.0f} GFLOP/s in dot products"))
-    rows += _keops_rows(x, y, gamma, t_o, f"gaussian forward+backward, B=1 N=M={n} C={c} fp32")
-
-    # poly2 (Gram) forward+backward against the plain-PyTorch Gram loss.
+    # poly2 (Gram) forward+backward against the plain-PyTorch Gram loss, eager and compiled.
     b, n2, c2 = (2, 1024, 256) if quick else (8, 4096, 256)
     g = torch.Generator().manual_seed(1)
     fx = torch.randn(b, c2, n2, generator=g).to(device).requires_grad_()
@@ -173,24 +252,34 @@ def run(device="cpu", quick=False):
     def plain_poly():
         gram_loss_plain(fx, gy).mean().backward()
 
+    def plain_loss(fx, gy):
+        return gram_loss_plain(fx, gy).mean()
+
+    comp, t_compile = _compile_timed(plain_loss, lambda f: f(fx, gy).backward(), device)
     t_o = time_fn(ours_poly, device=device, repeat=repeat * 2)
     t_p = time_fn(plain_poly, device=device, repeat=repeat * 2)
-    note = ""
+    t_c = time_fn(lambda: comp(fx, gy).backward(), device=device, repeat=repeat * 2)
+    fl = b * flops("poly2", n2, n2, c2, y_cached=True)
+    note = f"{_gflops(fl, t_o):.0f} vs {_gflops(fl, t_p):.0f} GFLOP/s"
     if device.type == "cpu":
         m_o, _ = measure_peak("poly2", (b, n2, c2))
         m_p, _ = measure_peak("plain_gram", (b, n2, c2))
         ok = "ok" if m_o <= m_p else "MORE"
-        note = f"peak extra RSS {m_o / 2**20:.0f} MiB vs plain {m_p / 2**20:.0f} MiB: {ok}"
-    rows.append(Row(f"poly2 forward+backward, B={b} N={n2} C={c2} fp32",
-                    "plain-PyTorch Gram (autograd)", t_o, t_p, bar=1.0, note=note))
+        note += f"; peak extra RSS {m_o / 2**20:.0f} MiB vs plain {m_p / 2**20:.0f} MiB: {ok}"
+    label = f"poly2 forward+backward, B={b} N={n2} C={c2} fp32"
+    rows.append(Row(label, "plain-PyTorch Gram (autograd)", t_o, t_p, bar=1.0, note=note))
+    rows.append(Row(label, "plain-PyTorch Gram, inductor-compiled", t_o, t_c,
+                    note=f"{_gflops(fl, t_o):.0f} vs {_gflops(fl, t_c):.0f} GFLOP/s; compile "
+                         f"{t_compile:.1f} s, not timed"))
 
     if device.type == "cpu":
         big = 16384 if quick else 65536
         extra, secs = measure_peak("gaussian", (big, big, 64))
         verdict = "ok" if extra <= 10**9 else "MISSED"
         rows.append(Row(f"gaussian forward+backward memory, B=1 N=M={big} C=64",
-                        "materialised (> 50 GB, not run)", secs, math.nan,
-                        note=f"peak extra RSS {extra / 2**20:.0f} MiB, bar <= 1 GB: {verdict}"))
+                        "materialised reference", secs, math.nan,
+                        note=f"peak extra RSS {extra / 2**20:.0f} MiB, bar <= 1 GB: {verdict}",
+                        skipped="needs > 50 GB, not run"))
     else:
         # Attainable fp32 peak: a matmul with the same FLOP count, timed in the same run.
         with torch.no_grad():
@@ -204,7 +293,7 @@ def run(device="cpu", quick=False):
             torch.backends.cuda.matmul.allow_tf32 = False
             t_mm = time_fn(lambda: a @ bm, device=device, repeat=repeat)
             torch.backends.cuda.matmul.allow_tf32 = prev
-        fl = 2 * 128 * 3 * big * big
+        fl = flops("gaussian", big, big, 128, backward=False)
         rows.append(Row(f"gaussian forward, N=M={big} C=128 fp32", "fp32 matmul, same FLOPs",
                         t_g, t_mm, note=f"{fl / t_g / 1e12:.1f} TFLOP/s vs matmul "
                                         f"{fl / t_mm / 1e12:.1f} TFLOP/s"))

@@ -18,6 +18,7 @@ BENCHMARKS = {
     "generate": "genint_fast.benchmarks.generate",
     "transfer": "genint_fast.benchmarks.transfer",
     "train": "genint_fast.benchmarks.train",
+    "pipeline": "genint_fast.benchmarks.pipeline",
 }
 
 
