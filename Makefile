@@ -13,14 +13,14 @@ export MAX_JOBS ?= 2
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
 SOURCES   := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cu csrc/cuda/*.cuh) setup.py
 
-.PHONY: demo test pytest ctest bench build clean
+.PHONY: demo test pytest ctest bench build clean gpu-check
 
 $(VENV)/.stamp: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_PIN)
 	$(PIP) install -q "setuptools>=77" wheel "pybind11>=2.10" "ninja>=1.10" "cmake>=3.18"
-	GENINT_FAST_SKIP_EXT=1 $(PIP) install -q -e ".[dev]" --no-build-isolation
+	GENINT_FAST_SKIP_EXT=1 $(PIP) install -q -e ".[dev,dali]" --no-build-isolation   # the tests cover both loaders
 	# tests compare our corruptions with the imagecorruptions release, which declares the GUI
 	# build of OpenCV and cannot import as released: installed without its declared deps
 	$(PIP) install -q --no-deps "imagecorruptions==1.1.2" "opencv-python-headless>=4.8"
@@ -50,6 +50,13 @@ bench: build
 
 demo: build
 	$(VENV)/bin/genint-fast demo --out out/demo
+
+# On a machine with an NVIDIA GPU: build, every CUDA test (also under compute-sanitizer memcheck
+# and racecheck when it is on PATH), the GPU benchmarks; one report, out/gpu_check.md.
+gpu-check:
+	@$(PY) tools/gpu_check.py --preflight
+	$(MAKE) build
+	$(VPY) tools/gpu_check.py --report out/gpu_check.md
 
 clean:
 	rm -rf build build-cmake genint_fast/_C*.so

@@ -3,7 +3,10 @@
 CUDA sources (csrc/cuda/*.cu) are compiled when the installed torch is a CUDA build and nvcc is
 found through CUDA_HOME (or on PATH); otherwise the build is CPU-only and every CPU path works.
 Set GENINT_FAST_FORCE_CPU=1 to skip CUDA even where it is available. TORCH_CUDA_ARCH_LIST picks the
-GPU architectures; when unset we build only for Hopper ("9.0") to keep the build short.
+GPU architectures. When it is unset (a release build: pip install, bdist_wheel) the kernels are
+compiled for Ampere and Hopper (sm_80, sm_90) plus PTX of the newest target, which later GPUs
+JIT-compile: RELEASE_CUDA_ARCH_LIST. CI and `make` set TORCH_CUDA_ARCH_LIST=9.0 (one
+architecture, a shorter build).
 """
 import glob
 import os
@@ -15,6 +18,9 @@ import torch
 from torch.utils import cpp_extension
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Architectures of a release build (TORCH_CUDA_ARCH_LIST unset): sm_80 (A100), sm_90 (H100, H200)
+# and compute_90 PTX for anything newer.
+RELEASE_CUDA_ARCH_LIST = "8.0;9.0+PTX"
 
 
 def _want_cuda():
@@ -53,7 +59,10 @@ def build_extension():
     define_macros = []
     libraries = ["gomp"] if sys.platform.startswith("linux") else []
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        if not os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip():
+            os.environ["TORCH_CUDA_ARCH_LIST"] = RELEASE_CUDA_ARCH_LIST
+        print(f"genint_fast: CUDA architectures {os.environ['TORCH_CUDA_ARCH_LIST']}",
+              flush=True)
         sources += _sources("csrc/cuda/*.cu")
         extra["nvcc"] = ["-O3", "-lineinfo"]
         # A minimal toolkit (nvcc + cudart) lacks the cuBLAS/cuSPARSE headers that some ATen CUDA
