@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from conftest import HIDE_EXTENSION
 
 from genint_fast.cli import main as cli_main
 from genint_fast.cli import one_line
@@ -457,12 +458,7 @@ def test_a_command_without_the_built_extension_says_how_to_build_it(f):
     # Hide the built extension, as on a checkout that was never built: a command that needs the
     # fused ops ends with the build instruction, in one line.
     code = (
-        "import sys\n"
-        "class Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'genint_fast._C':\n"
-        "            raise ModuleNotFoundError(\"No module named 'genint_fast._C'\")\n"
-        "sys.meta_path.insert(0, Hide())\n"
+        HIDE_EXTENSION +
         "from genint_fast.cli import main\n"
         f"sys.exit(main(['generate', '--generator', {str(f.gan)!r}, '--directions', "
         f"{str(f.dirs)!r}, '--grid', {str(f.root / 'nobuild.png')!r}]))\n"

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from genint_fast.ops import reference, sample_steps, steer
 
-from conftest import devices, requires_cuda
+from conftest import HIDE_EXTENSION, devices, requires_cuda
 
 MODES = ["add", "set"]
 CLAMPS = [None, 0.8]
@@ -347,12 +347,7 @@ def test_sampler_rejects_bad_arguments(kwargs, message):
 def test_import_without_extension_says_how_to_build():
     # Hide the built extension from the import system, as on a checkout that was never built.
     code = (
-        "import sys\n"
-        "class Hide:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name == 'genint_fast._C':\n"
-        "            raise ModuleNotFoundError(\"No module named 'genint_fast._C'\")\n"
-        "sys.meta_path.insert(0, Hide())\n"
+        HIDE_EXTENSION +
         "import genint_fast.ops\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
