@@ -121,6 +121,15 @@ inline std::tuple<at::Tensor, at::Tensor> mmd_cross_composite(const at::Tensor& 
   return {sums, G};
 }
 
+// The centre subtracted before forming |a|^2 + |b|^2 - 2 a.b: the mean of each batch element of
+// a (B, N, C) set, shape (B, 1, C); every cross term pairs x[b] (or y[b]) with y[b] or y[0], and
+// all of them are shifted by the same centre[b] or centre[0], under which the Gaussian MMD and
+// its gradients do not change (exactly, in exact arithmetic); the mean keeps the norms small.
+// Per batch element, so a non-finite value only affects its own batch element's loss.
+inline at::Tensor mmd_centre(const at::Tensor& t) {
+  return t.mean(1, /*keepdim=*/true);
+}
+
 // MMD^2 (per batch element) and, on request, its gradients with respect to x and y per unit of
 // loss, assembled from cross terms. x: (B, N, C); y: (B or 1, M, C); yy: optional cached
 // S(Y, Y) per y batch element (float64). Returns (loss (B,) in x's dtype, grad_x (B, N, C) or an
@@ -131,7 +140,11 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_gaussian_assemble(
   const auto acc = mmd_acc_dtype(x_.scalar_type());
   // detach: the kernels may run ATen ops on worker threads, where the autograd dispatch key
   // that the op's caller already handled is not excluded.
-  const auto x = x_.detach().to(acc).contiguous(), y = y_.detach().to(acc).contiguous();
+  // Centred on the mean of y: ||a - b||^2 is shift-invariant, and |a|^2 + |b|^2 - 2 a.b of
+  // centred vectors keeps the float32 digits that a large common offset would cancel away.
+  const auto centre = mmd_centre(y_.detach().to(acc));
+  const auto x = (x_.detach().to(acc) - centre).contiguous();
+  const auto y = (y_.detach().to(acc) - centre).contiguous();
   const int64_t B = x.size(0), N = x.size(1), M = y.size(1);
   const double n = static_cast<double>(N), m = static_cast<double>(M);
   const double cxx = unbiased ? 1.0 / (n * (n - 1.0)) : 1.0 / (n * n);

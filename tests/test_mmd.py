@@ -442,3 +442,44 @@ def test_self_term_gradient_tournament_schedule(n):
     r_out, r_gx, _ = loss_and_grads(reference.mmd, x, y, "gaussian", False, 0.3, y_grad=False)
     torch.testing.assert_close(out, r_out, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(gx, r_gx, rtol=1e-9, atol=1e-15)
+
+
+def test_gaussian_float32_is_shift_invariant():
+    # The Gaussian MMD and its gradients do not change when x and y move by a common offset;
+    # the kernels centre the sets first, so float32 keeps its digits for data far from 0 (the
+    # uncentred |a|^2 + |b|^2 - 2 a.b would cancel about 4 of them at an offset of 100).
+    x = feats(2, 300, 16, dtype=torch.float32)
+    y = feats(1, 200, 16, dtype=torch.float32, seed=1)
+    want_x, want_y = leaf(x.double()), leaf(y.double())
+    want = mmd(want_x, want_y, "gaussian", gamma=0.05, reduction="none")
+    want_gx, want_gy = torch.autograd.grad(want.sum(), (want_x, want_y))
+    for offset in (0.0, 100.0):
+        xs, ys = leaf(x + offset), leaf(y + offset)
+        got = mmd(xs, ys, "gaussian", gamma=0.05, reduction="none")
+        gx, gy = torch.autograd.grad(got.sum(), (xs, ys))
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(gx.double(), want_gx, rtol=1e-3, atol=1e-7)
+        torch.testing.assert_close(gy.double(), want_gy, rtol=1e-3, atol=1e-7)
+        # Through a cached target (the y-y term computed once) too.
+        target = MMDTarget(ys.detach(), "gaussian", gamma=0.05)
+        torch.testing.assert_close(mmd(xs, target, "gaussian", reduction="none").double(), want,
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_gaussian_workers_keep_the_callers_thread_local_state():
+    # The CPU kernel runs ATen ops (in-place GEMMs into the output) on at::parallel_for worker
+    # threads; they must run under the caller's inference mode, or updating an inference
+    # tensor from a worker raises.
+    op = torch.ops.genint_fast.mmd_gaussian.default
+    x = feats(1, 1024, 64, dtype=torch.float32)
+    y = feats(1, 512, 64, dtype=torch.float32, seed=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        want = op(x, y, 0.05, False, True, True, None)
+        with torch.inference_mode():
+            got = op(x, y, 0.05, False, True, True, None)
+    finally:
+        torch.set_num_threads(threads)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)

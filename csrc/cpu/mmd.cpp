@@ -4,12 +4,15 @@
 // (batch element, block of kRows rows of A) split across threads with at::parallel_for; each
 // task walks B in chunks of kCols rows. Per tile: one small GEMM (at::mm_out, single-threaded
 // inside the parallel region) gives the dot products, one vectorised pass turns them into kernel
-// values exp(-gamma (|a|^2 + |b|^2 - 2 a.b)) and row sums, and for the gradient one more small
-// GEMM accumulates K @ B into the task's own rows of G. A tile is kRows x kCols floats (256 KiB),
-// so it stays in L2 and no N x M matrix is formed. Half and bfloat16 inputs compute in float32,
+// values exp(-gamma (|a|^2 + |b|^2 - 2 a.b)) (of inputs centred by mmd_gaussian_assemble) and
+// row sums, and for the gradient one more small GEMM accumulates K @ B into the task's own rows
+// of G. A tile is kRows x kCols floats (256 KiB), so it stays in L2 and no N x M matrix is
+// formed. The workers run under the caller's
+// thread-local state (at::ThreadLocalStateGuard). Half and bfloat16 inputs compute in float32,
 // float64 in float64; row sums and the total are accumulated in float64 per tile.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -17,43 +20,13 @@
 #include <vector>
 
 #include "mmd.h"
+#include "cpu/vec_kernels.h"
 
 namespace genint_fast {
 namespace {
 
 constexpr int64_t kRows = 128;
 constexpr int64_t kCols = 512;
-
-// exp(x) in place for x <= 0 (Cephes-style: x = n ln2 + g, |g| <= ln2/2, degree-6 polynomial,
-// 2^n through the exponent bits; about 2 ulp). Written as a plain loop that GCC vectorises; the
-// clones pick AVX-512 / AVX2 at run time. NaN stays NaN; x < -87.3 gives 0.
-__attribute__((target_clones("avx512f", "avx2", "default"))) void exp_nonpos_inplace(float* p,
-                                                                                     int64_t n) {
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    const float x = p[i];
-    const float xc = x < -87.0f ? -87.0f : x;
-    // Round to nearest through the 1.5 * 2^23 trick (valid for |t| < 2^22).
-    const float t = xc * 1.44269504088896341f;
-    const float r = (t + 12582912.0f) - 12582912.0f;
-    const float g = (xc - r * 0.693359375f) + r * 2.12194440e-4f;
-    float q = 1.9875691500e-4f;
-    q = q * g + 1.3981999507e-3f;
-    q = q * g + 8.3334519073e-3f;
-    q = q * g + 4.1665795894e-2f;
-    q = q * g + 1.6666665459e-1f;
-    q = q * g + 5.0000001201e-1f;
-    const float e = q * g * g + g + 1.0f;
-    const int32_t bits = (static_cast<int32_t>(r) + 127) << 23;
-    const float scale = __builtin_bit_cast(float, bits);
-    const float v = e * scale;
-    p[i] = x < -87.0f ? 0.0f : (x == x ? v : x);
-  }
-}
-
-void exp_nonpos_inplace(double* p, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) p[i] = std::exp(p[i]);
-}
 
 // tile[i, j] <- -gamma * max(na[i] + nb[j] - 2 tile[i, j], 0)
 template <typename T>
@@ -68,6 +41,19 @@ void to_exponent(T* tile, const T* na, const T* nb, int64_t r, int64_t c, T gamm
       row[j] = d != d ? d : -gamma * d;  // keep NaN
     }
   }
+}
+
+// tile <- exp(-gamma * max(na[i] + nb[j] - 2 tile, 0)): the kernel values of a tile of dot
+// products. float32: one Vectorized<float> pass (cpu/vec_kernels.h: AVX2 + FMA or baseline,
+// chosen at run time; exp to about 2 ulp, NaN stays NaN); float64: std::exp.
+void gauss_tile(float* tile, const float* na, const float* nb, int64_t r, int64_t c,
+                float gamma) {
+  vec::vec_kernels().gauss_tile(tile, na, nb, r, c, gamma);
+}
+void gauss_tile(double* tile, const double* na, const double* nb, int64_t r, int64_t c,
+                double gamma) {
+  to_exponent<double>(tile, na, nb, r, c, gamma);
+  for (int64_t i = 0; i < r * c; ++i) tile[i] = std::exp(tile[i]);
 }
 
 struct ColRange {
@@ -122,7 +108,11 @@ std::tuple<at::Tensor, at::Tensor> cross_cpu_impl(const at::Tensor& A, const at:
   const int64_t tasks = nb * blocks;
   // Grain: enough tasks per thread when the work per task is small.
   const int64_t grain = std::max<int64_t>(1, (1 << 22) / std::max<int64_t>(1, kRows * M * C));
+  // The workers call ATen ops (mm_out, addmm_): they run under the caller's thread-local state
+  // (grad mode, inference mode, dispatch key sets), which worker threads do not inherit.
+  const at::ThreadLocalState tls;
   at::parallel_for(0, tasks, grain, [&](int64_t t0, int64_t t1) {
+    at::ThreadLocalStateGuard tls_guard(tls);
     at::Tensor buf = at::empty({kRows * std::min(kCols, M)}, A.options());
     std::vector<double> rs(kRows);
     std::vector<ColRange> ranges;
@@ -148,8 +138,7 @@ std::tuple<at::Tensor, at::Tensor> cross_cpu_impl(const at::Tensor& A, const at:
         at::Tensor K = buf.narrow(0, 0, r * c).view({r, c});
         at::mm_out(K, Ar, Bc.t());
         T* k = K.data_ptr<T>();
-        to_exponent<T>(k, na, nbp + c0, r, c, gamma);
-        exp_nonpos_inplace(k, r * c);
+        gauss_tile(k, na, nbp + c0, r, c, gamma);
         for (int64_t i = 0; i < r; ++i) {
           const T* row = k + i * c;
           T s = 0;
@@ -212,11 +201,13 @@ std::tuple<at::Tensor, at::Tensor> cross_self_grad_impl(const at::Tensor& A, dou
     const int64_t m = players - 1;
     return {(round + k) % m, (round - k + m) % m};
   };
+  const at::ThreadLocalState tls;  // see cross_cpu_impl
   for (int64_t round = 0; round <= rounds; ++round) {
     const int64_t width = round == rounds ? blocks : per_round;
     const int64_t grain =
         std::max<int64_t>(1, (1 << 22) / std::max<int64_t>(1, kSymRows * kSymRows * C));
     at::parallel_for(0, nbatch * width, grain, [&](int64_t t0, int64_t t1) {
+      at::ThreadLocalStateGuard tls_guard(tls);
       at::Tensor buf = at::empty({kSymRows * kSymRows}, A.options());
       std::vector<T> colsum(kSymRows);
       for (int64_t t = t0; t < t1; ++t) {
@@ -232,8 +223,7 @@ std::tuple<at::Tensor, at::Tensor> cross_self_grad_impl(const at::Tensor& A, dou
         at::mm_out(K, AI, AJ.t());
         T* kp = K.data_ptr<T>();
         const T* nrm = norms.data_ptr<T>() + b * N;
-        to_exponent<T>(kp, nrm + ri0, nrm + rj0, ri, rj, gamma);
-        exp_nonpos_inplace(kp, ri * rj);
+        gauss_tile(kp, nrm + ri0, nrm + rj0, ri, rj, gamma);
         double* rsb = rs.data() + b * N;
         std::fill(colsum.begin(), colsum.begin() + rj, T(0));
         double total = 0.0;
@@ -300,7 +290,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_gaussian_cpu(
 
 at::Tensor mmd_gaussian_self_cpu(const at::Tensor& y, double gamma) {
   check_mmd_self_inputs(y, gamma);
-  const auto t = y.detach().to(mmd_acc_dtype(y.scalar_type())).contiguous();
+  const auto y_acc = y.detach().to(mmd_acc_dtype(y.scalar_type()));
+  const auto t = (y_acc - mmd_centre(y_acc)).contiguous();  // centred as in the assembly
   return std::get<0>(cross_cpu(t, t, gamma, false));
 }
 

@@ -1,5 +1,7 @@
 // CPU kernels of the steering op: one pass over each row of z, rows split across threads with
-// at::parallel_for (OpenMP in PyTorch's builds). Half and bfloat16 inputs accumulate in float32.
+// at::parallel_for (OpenMP in PyTorch's builds). float32 rows on an AVX2 CPU go through the
+// Vectorized<float> loops of cpu/vec_kernels.h; everything else uses the scalar loops below (half
+// and bfloat16 accumulate in float32). Large outputs get transparent huge pages (cpu/alloc.h).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -11,6 +13,8 @@
 #include <vector>
 
 #include "steer.h"
+#include "cpu/alloc.h"
+#include "cpu/vec_kernels.h"
 
 namespace genint_fast {
 namespace {
@@ -45,6 +49,29 @@ inline void forward_row(const scalar_t* z, const scalar_t* U, const scalar_t* si
   }
 }
 
+// float32 on an AVX2 CPU: the Vectorized<float> row loops of cpu/vec_kernels.h, rows split
+// across threads. Returns false otherwise (other dtypes; the baseline build, whose generic
+// Vectorized<float> is slower than the scalar loops below, has no steer kernels).
+bool steer_vec(const float* z, const float* U, const float* sigma, const float* mu,
+               const int64_t* idx, const float* alpha, const float* grad, float* out,
+               float* dots, int64_t B, int64_t D, int64_t M, SteerMode mode, bool has_clamp,
+               float c, bool backward) {
+  const auto& kern = vec::vec_kernels();
+  const auto fn = backward ? kern.steer_backward : kern.steer_forward;
+  if (fn == nullptr) return false;
+  const vec::SteerArgs args{z, U, sigma, mu, idx, alpha, grad, out, dots, D, M,
+                            mode == SteerMode::Set, has_clamp, c};
+  at::parallel_for(0, B, row_grain(D, M),
+                   [&](int64_t begin, int64_t end) { fn(args, begin, end); });
+  return true;
+}
+
+template <typename T, typename A>
+bool steer_vec(const T*, const T*, const T*, const T*, const int64_t*, const T*, const T*, T*, A*,
+               int64_t, int64_t, int64_t, SteerMode, bool, A, bool) {
+  return false;
+}
+
 struct Inputs {
   at::Tensor z, U, sigma, mu, idx, alpha;
 };
@@ -62,7 +89,7 @@ at::Tensor steer_cpu(const at::Tensor& z_, const at::Tensor& U_, const at::Tenso
   const SteerMode mode = parse_steer_mode(mode_str);
   const auto in = contiguous_inputs(z_, U_, sigma_, mu_, idx_, alpha_);
   const int64_t B = in.z.size(0), D = in.z.size(1), M = in.idx.size(1);
-  at::Tensor out = at::empty_like(in.z);
+  at::Tensor out = empty_like_hugepages(in.z);
   if (B == 0 || D == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.z.scalar_type(), "steer_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -75,6 +102,10 @@ at::Tensor steer_cpu(const at::Tensor& z_, const at::Tensor& U_, const at::Tenso
     scalar_t* o = out.data_ptr<scalar_t>();
     const bool has_clamp = clamp.has_value();
     const acc_t c = has_clamp ? acc_t(*clamp) : acc_t(0);
+    if (steer_vec(z, U, sigma, mu, idx, alpha, static_cast<const scalar_t*>(nullptr), o,
+                  static_cast<acc_t*>(nullptr), B, D, M, mode, has_clamp, c, false)) {
+      return;
+    }
     at::parallel_for(0, B, row_grain(D, M), [&](int64_t begin, int64_t end) {
       // float32 / float64 rows are steered in place in the output; half rows in a float buffer.
       constexpr bool in_place = std::is_same_v<scalar_t, acc_t>;
@@ -105,7 +136,7 @@ std::tuple<at::Tensor, at::Tensor> steer_backward_cpu(
   const auto in = contiguous_inputs(z_, U_, sigma_, mu_, idx_, alpha_);
   const at::Tensor grad = grad_.contiguous();
   const int64_t B = in.z.size(0), D = in.z.size(1), M = in.idx.size(1);
-  at::Tensor grad_z = at::empty_like(in.z);
+  at::Tensor grad_z = empty_like_hugepages(in.z);
   at::Tensor dots = at::zeros({B, M}, in.z.options().dtype(steer_acc_dtype(in.z.scalar_type())));
   if (B == 0) return {grad_z, dots};
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -122,6 +153,10 @@ std::tuple<at::Tensor, at::Tensor> steer_backward_cpu(
         acc_t* dt = dots.data_ptr<acc_t>();
         const bool has_clamp = clamp.has_value();
         const acc_t c = has_clamp ? acc_t(*clamp) : acc_t(0);
+        if (steer_vec(z, U, sigma, mu, idx, alpha, g, gz, dt, B, D, M, mode, has_clamp, c,
+                      true)) {
+          return;
+        }
         at::parallel_for(0, B, row_grain(D, M), [&](int64_t begin, int64_t end) {
           std::vector<acc_t> pre(has_clamp ? D : 0), gm(D);
           for (int64_t b = begin; b < end; ++b) {
