@@ -33,17 +33,26 @@ class Classifier:
     heads: str
     size: int              # the training image size
     data: str              # the training data spec (for the record; never opened)
-    mean: tuple = (0.5, 0.5, 0.5)
-    std: tuple = (0.5, 0.5, 0.5)
+    normalize: str = "half"   # the trainer's input normalisation (train.config.NORMALIZATIONS)
+
+    def __post_init__(self):
+        from ..train.trainer import make_normaliser
+
+        self.normalise = make_normaliser(self.normalize)   # the trainer's own function
+
+    @property
+    def mean(self) -> tuple:
+        from ..train.config import NORMALIZATIONS
+        return tuple(NORMALIZATIONS[self.normalize][0])
+
+    @property
+    def std(self) -> tuple:
+        from ..train.config import NORMALIZATIONS
+        return tuple(NORMALIZATIONS[self.normalize][1])
 
     @property
     def device(self):
         return next(self.model.parameters()).device
-
-    def normalise(self, x01: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x01.device, dtype=x01.dtype).view(1, 3, 1, 1)
-        return (x01 - mean) / std
 
     @torch.no_grad()
     def logits(self, x, *, head: str = "mean", batch_size: int = 256) -> torch.Tensor:
@@ -98,11 +107,10 @@ def load_classifier(path, *, name: str | None = None, device="cpu") -> Classifie
         raise ValueError(f"{path} has normalize={norm!r}; expected one of "
                          f"{', '.join(NORMALIZATIONS)} (pass a checkpoint written by "
                          "genint-fast train)")
-    mean, std = NORMALIZATIONS[norm]
     model.to(torch.device(device)).eval()
     return Classifier(name=name or _default_name(path), path=str(path), model=model,
                       step=int(st.get("step", 0)), num_classes=int(cfg["num_classes"]),
-                      heads=heads, size=size, data=data, mean=tuple(mean), std=tuple(std))
+                      heads=heads, size=size, data=data, normalize=norm)
 
 
 def _default_name(path) -> str:

@@ -177,7 +177,7 @@ def gradcam_sheet_for(classifiers, images, out_dir, *, n=8, head="mean") -> dict
 
     from .gradcam import gradcam_sheet
 
-    norms = {(c.mean, c.std) for c in classifiers}
+    norms = {c.normalize for c in classifiers}
     if len(norms) > 1:
         raise ValueError("the checkpoints normalise their inputs differently; draw their "
                          "Grad-CAM sheets one at a time")
