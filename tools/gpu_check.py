@@ -108,7 +108,8 @@ def compute_sanitizer():
 
 
 # ------------------------------------------------------------------------------ report
-def check(report: Path, tests: list[str], sanitize_tests: list[str], benchmarks, quick) -> int:
+def check(report: Path, tests: list[str], sanitize_tests: list[str], benchmarks, quick,
+          sanitize=True, bench_timeout=None) -> int:
     import torch
 
     if not torch.cuda.is_available():
@@ -154,7 +155,7 @@ def check(report: Path, tests: list[str], sanitize_tests: list[str], benchmarks,
     pytest = [sys.executable, "-m", "pytest", "-p", "gpu_check", "-p", "no:cacheprovider",
               "-q", "-rfEs"]
     runs = [("CUDA tests", [], tests, {})]
-    sanitizer = compute_sanitizer()
+    sanitizer = compute_sanitizer() if sanitize else None
     if sanitizer:
         # The caching allocator would hide out-of-bounds accesses inside its blocks from memcheck.
         san_env = {"PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}
@@ -171,16 +172,20 @@ def check(report: Path, tests: list[str], sanitize_tests: list[str], benchmarks,
             failed.append(title)
         lines += [f"### {title}: {'passed' if ok else f'FAILED (exit {code})'} "
                   f"({secs:.0f} s)", "", "```", _tail(out), "```", ""]
-    if not sanitizer:
+    if not sanitize:
+        lines += ["The compute-sanitizer runs were not asked for (--no-sanitize).", ""]
+    elif not sanitizer:
         lines += ["compute-sanitizer is not on PATH (nor in $CUDA_HOME/bin): the memcheck and "
                   "racecheck runs were skipped.", ""]
 
     # Benchmarks, one process per benchmark so that one failure does not hide the others.
     lines += ["## GPU benchmarks", ""]
-    cli = shutil.which("genint-fast", path=str(Path(sys.executable).parent)) or "genint-fast"
     for name in benchmarks:
-        cmd = [cli, "bench", name, "--device", "cuda"] + (["--quick"] if quick else [])
-        code, secs, out = _run(cmd, env=env, log=logs / f"bench_{name}.log")
+        # `python -m genint_fast.cli`, so an in-place build runs without a pip install.
+        cmd = [sys.executable, "-m", "genint_fast.cli", "bench", name, "--device", "cuda"] \
+            + (["--quick"] if quick else [])
+        code, secs, out = _run(cmd, env=env, timeout=bench_timeout,
+                               log=logs / f"bench_{name}.log")
         if code != 0:
             failed.append(f"bench {name}")
             lines += [f"### {name}: FAILED (exit {code})", "", "```", _tail(out), "```", ""]
@@ -209,6 +214,10 @@ def main(argv=None) -> int:
     p.add_argument("--bench", nargs="*", default=None,
                    help="benchmarks to run (default: all of genint-fast bench)")
     p.add_argument("--quick", action="store_true", help="small benchmark sizes")
+    p.add_argument("--no-sanitize", action="store_true",
+                   help="skip the compute-sanitizer memcheck and racecheck runs")
+    p.add_argument("--bench-timeout", type=float, default=None, metavar="S",
+                   help="stop a benchmark after S seconds and report it as failed")
     args = p.parse_args(argv)
     if args.preflight:
         return preflight()
@@ -221,10 +230,14 @@ def main(argv=None) -> int:
     if args.bench is None:
         from genint_fast.cli.bench import BENCHMARKS
 
-        args.bench = list(BENCHMARKS)
+        from genint_fast.data.loader import dali_available
+
+        # The loader benchmark compares against the optional DALI; bench itself drops it too.
+        args.bench = [n for n in BENCHMARKS if n != "loader" or dali_available()]
     return check(Path(args.report).resolve(), args.tests,
                  args.tests if args.sanitize_tests is None else args.sanitize_tests,
-                 args.bench, args.quick)
+                 args.bench, args.quick, sanitize=not args.no_sanitize,
+                 bench_timeout=args.bench_timeout)
 
 
 if __name__ == "__main__":
