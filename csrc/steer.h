@@ -69,11 +69,13 @@ inline void check_steer_inputs(const at::Tensor& z, const at::Tensor& directions
   if (idx.numel() > 0) {
     TORCH_CHECK(K > 0, "steer: directions are empty (K = 0) but idx asks for ", idx.size(1),
                 " directions per row");
-    // One small reduction over (B, M) indices; on CUDA it synchronises once. An index out of
-    // range would otherwise read outside `directions` (a crash on CUDA).
+  }
+  if (idx.numel() > 0 && !idx.is_cuda()) {
+    // On the CPU one pass over the (B, M) indices. On CUDA a host-side check would copy to the
+    // host and synchronise every call (and break CUDA-graph capture), so the kernels check each
+    // index on the device instead, as ATen's indexing does (a device-side assert).
     auto [lo, hi] = at::aminmax(idx);
-    const auto range = at::stack({lo, hi}).to(at::kCPU);  // one device-to-host copy
-    const int64_t lo_v = range[0].item<int64_t>(), hi_v = range[1].item<int64_t>();
+    const int64_t lo_v = lo.item<int64_t>(), hi_v = hi.item<int64_t>();
     TORCH_CHECK(lo_v >= 0 && hi_v < K, "steer: idx must lie in [0, K = ", K, "), found values in [",
                 lo_v, ", ", hi_v, "]");
   }
