@@ -295,6 +295,46 @@ def test_cuda_matches_cpu_across_register_tiers(D, mode):
             torch.testing.assert_close(cuda_grads[i].cpu(), cpu_grads[i], rtol=1e-4, atol=1e-4)
 
 
+@requires_cuda
+@pytest.mark.parametrize("mode", MODES)
+def test_cuda_long_rows_of_steps_and_misaligned_rows(mode):
+    """M > 32 steps per row (read directly, not broadcast by shuffles) and rows whose data do not
+    start on a 16-byte boundary (the scalar path) give the CPU op's values and gradients."""
+    base = make_inputs(19, 128, 50, 40, dtype=torch.float32)
+    for clamp in CLAMPS:
+        cpu_out, cpu_grads = grads_of(steer, leaf(base), mode, clamp)
+        cuda_out, cuda_grads = grads_of(steer, leaf([t.cuda() for t in base]), mode, clamp)
+        torch.testing.assert_close(cuda_out.cpu(), cpu_out, rtol=1e-4, atol=1e-4)
+        for i in (0, 1, 3, 4):
+            torch.testing.assert_close(cuda_grads[i].cpu(), cpu_grads[i], rtol=1e-4, atol=1e-4)
+    z, U, sigma, mu, idx, alpha = [t.cuda() for t in make_inputs(9, 128, 10, 4,
+                                                                 dtype=torch.float32)]
+    shifted = torch.empty(z.numel() + 1, device="cuda")[1:].view_as(z).copy_(z)
+    assert shifted.is_contiguous() and shifted.data_ptr() % 16 != 0
+    torch.testing.assert_close(steer(shifted, U, sigma, mu, idx, alpha, mode),
+                               steer(z, U, sigma, mu, idx, alpha, mode), rtol=0, atol=0)
+
+
+@requires_cuda
+def test_cuda_index_check_runs_on_the_device():
+    """On CUDA the index range is checked inside the kernel (no host synchronisation): an index
+    out of range stops the process with a device-side assert naming the check, as ATen's own
+    indexing does, instead of reading outside the directions."""
+    prog = (
+        "import torch\n"
+        "from genint_fast.ops import steer\n"
+        "z = torch.randn(4, 128, device='cuda'); U = torch.randn(6, 128, device='cuda')\n"
+        "idx = torch.zeros(4, 3, dtype=torch.long, device='cuda'); idx[1, 1] = 6\n"
+        "steer(z, U, torch.ones(6, device='cuda'), torch.zeros(128, device='cuda'), idx,\n"
+        "      torch.ones(4, 3, device='cuda'))\n"
+        "torch.cuda.synchronize()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", prog], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode != 0
+    assert "steer: idx must lie in [0, K)" in res.stderr + res.stdout
+
+
 # ---------------------------------------------------------------------------------- sampler
 
 @pytest.mark.parametrize("device", devices())
