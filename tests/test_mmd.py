@@ -1,6 +1,7 @@
 """The MMD style losses against their materialised plain-PyTorch definitions
 (genint_fast.ops.reference.mmd)."""
 import math
+import os
 import pytest
 import torch
 
@@ -412,6 +413,42 @@ def test_cuda_matches_cpu_across_width_tiers(C, unbiased):
     cuda = loss_and_grads(mmd, x.cuda(), y.cuda(), "gaussian", unbiased, gamma)
     for a, b in zip(cuda, cpu):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
+
+
+@requires_cuda
+def test_cuda_falls_back_when_tiles_exceed_the_block_shared_memory(tmp_path):
+    """A device that grants a block less shared memory than the tiles need (consumer GPUs for
+    C > 377, T4 for C > 237) takes the ATen composition instead of failing at launch. The limit
+    is lowered through GENINT_FAST_CUDA_SMEM_LIMIT so that any GPU takes the fallback."""
+    import subprocess
+    import sys
+
+    prog = (
+        "import sys, torch\n"
+        "from genint_fast.ops import mmd\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "rows = []\n"
+        "for C in (64, 512):\n"
+        "    x = torch.randn(2, 70, C, generator=g).cuda().requires_grad_()\n"
+        "    y = torch.randn(1, 50, C, generator=g).cuda()\n"
+        "    loss = mmd(x, y, 'gaussian', gamma=0.5 / C)\n"
+        "    loss.backward()\n"
+        "    rows.append(torch.cat([loss.detach().reshape(1), x.grad.flatten()]).cpu())\n"
+        "torch.save(rows, sys.argv[1])\n"
+    )
+    out = {}
+    for name, limit in (("kernel", None), ("fallback", "1000")):
+        env = dict(os.environ)
+        env.pop("GENINT_FAST_CUDA_SMEM_LIMIT", None)
+        if limit:
+            env["GENINT_FAST_CUDA_SMEM_LIMIT"] = limit
+        path = tmp_path / f"{name}.pt"
+        res = subprocess.run([sys.executable, "-c", prog, str(path)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        out[name] = torch.load(path)
+    for a, b in zip(out["kernel"], out["fallback"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
 
 
 @requires_cuda

@@ -8,13 +8,18 @@
 // (K B) for one row in registers, together with the row sum. Everything accumulates in float32
 // (half and bfloat16 inputs are converted to float32 before the kernel by mmd_gaussian_assemble),
 // the per-block totals in float64, reduced in a fixed order: results are deterministic.
-// Widths C > 512 and float64 inputs take the ATen tiled composition in mmd.h. Runs on the current
-// stream; no N x M matrix is formed.
+// Widths C > 512, float64 inputs and widths whose tiles need more shared memory than the device
+// grants one block (sharedMemPerBlockOptin: C > 377 on sm_86 / sm_89, C > 237 on sm_75) take the
+// ATen tiled composition in mmd.h. Runs on the current stream; no N x M matrix is formed.
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
 
 #include "mmd.h"
 
@@ -144,12 +149,28 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+size_t cross_smem_bytes(int64_t C) {
+  return sizeof(float) * (2 * kTile * (C + 1) + kTile * (kTile + 1) + 2 * kTile);
+}
+
+// The shared memory one block may use on the current device (after raising the dynamic limit).
+// GENINT_FAST_CUDA_SMEM_LIMIT (bytes) lowers it, so that the tests can take the fallback on any GPU.
+size_t block_smem_limit() {
+  size_t limit = at::cuda::getCurrentDeviceProperties()->sharedMemPerBlockOptin;
+  if (const char* env = std::getenv("GENINT_FAST_CUDA_SMEM_LIMIT")) {
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(env, &end, 10);
+    if (end != env && *end == '\0') limit = std::min<size_t>(limit, v);
+  }
+  return limit;
+}
+
 template <int CPT>
 void launch_cross(const at::Tensor& A, const at::Tensor& B, double gamma, const at::Tensor& partial,
                   float* G, int64_t nb) {
   const int N = static_cast<int>(A.size(1)), M = static_cast<int>(B.size(1)),
             C = static_cast<int>(A.size(2));
-  const size_t smem = sizeof(float) * (2 * kTile * (C + 1) + kTile * (kTile + 1) + 2 * kTile);
+  const size_t smem = cross_smem_bytes(C);
   auto kernel = mmd_cross_kernel<CPT>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(smem)));
@@ -165,7 +186,7 @@ std::tuple<at::Tensor, at::Tensor> cross_cuda(const at::Tensor& A, const at::Ten
                                               double gamma, bool want_grad) {
   const int64_t C = A.size(2);
   if (A.scalar_type() != at::kFloat || C > kMaxC || C == 0 || A.size(1) > INT32_MAX / 2 ||
-      B.size(1) > INT32_MAX / 2) {
+      B.size(1) > INT32_MAX / 2 || cross_smem_bytes(C) > block_smem_limit()) {
     return mmd_cross_composite(A, B, gamma, want_grad);
   }
   const int64_t nb = std::max(A.size(0), B.size(0));
