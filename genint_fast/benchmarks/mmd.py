@@ -163,7 +163,7 @@ def _keops_rows(x, y, gamma, t_ours, label):
 
     torch.testing.assert_close(keops_loss().detach(), mmd(x, y, "gaussian", gamma=gamma),
                                rtol=1e-3, atol=1e-6)
-    t_k = time_fn(lambda: keops_loss().backward(), device=x.device, warmup=1, repeat=2)
+    t_k = time_fn(lambda: keops_loss().backward(), device=x.device, events=True, warmup=1, repeat=2)
     return [Row(label, "pykeops LazyTensor", t_ours, t_k)]
 
 
@@ -190,9 +190,9 @@ def _kernel_rows(kernel, x, y, gamma, device, repeat):
         for got in (mmd(x, y, kernel, **kw), comp(x, y)):
             torch.testing.assert_close(got.double(), want, rtol=1e-3,
                                        atol=1e-6 * max(1.0, want.abs().item()))
-    t_o = time_fn(ours_fb, device=device, repeat=repeat)
-    t_e = time_fn(eager_fb, device=device, repeat=repeat)
-    t_c = time_fn(lambda: comp(xl, y).backward(), device=device, repeat=repeat)
+    t_o = time_fn(ours_fb, device=device, events=True, repeat=repeat)
+    t_e = time_fn(eager_fb, device=device, events=True, repeat=repeat)
+    t_c = time_fn(lambda: comp(xl, y).backward(), device=device, events=True, repeat=repeat)
     fl = flops(kernel, n, m, c)
     label = f"{kernel} forward+backward, B=1 N={n} M={m} C={c} fp32"
     rate = lambda t: f"{_gflops(fl, t):.3g}"  # noqa: E731
@@ -226,9 +226,9 @@ def run(device="cpu", quick=False):
         rows.append(Row(label, f"best materialised reference ({which})", t_o, best,
                         bar=2.0 if device.type == "cpu" else None))
         with torch.no_grad():
-            t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device,
+            t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device, events=True,
                            repeat=repeat)
-            t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device,
+            t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device, events=True,
                            repeat=repeat)
         fl = flops("gaussian", n, n, c, backward=False)
         rows.append(Row(f"gaussian forward, B=1 N=M={n} C={c} fp32", "materialised reference",
@@ -256,9 +256,9 @@ def run(device="cpu", quick=False):
         return gram_loss_plain(fx, gy).mean()
 
     comp, t_compile = _compile_timed(plain_loss, lambda f: f(fx, gy).backward(), device)
-    t_o = time_fn(ours_poly, device=device, repeat=repeat * 2)
-    t_p = time_fn(plain_poly, device=device, repeat=repeat * 2)
-    t_c = time_fn(lambda: comp(fx, gy).backward(), device=device, repeat=repeat * 2)
+    t_o = time_fn(ours_poly, device=device, events=True, repeat=repeat * 2)
+    t_p = time_fn(plain_poly, device=device, events=True, repeat=repeat * 2)
+    t_c = time_fn(lambda: comp(fx, gy).backward(), device=device, events=True, repeat=repeat * 2)
     fl = b * flops("poly2", n2, n2, c2, y_cached=True)
     note = f"{_gflops(fl, t_o):.0f} vs {_gflops(fl, t_p):.0f} GFLOP/s"
     if device.type == "cpu":
@@ -285,13 +285,13 @@ def run(device="cpu", quick=False):
         with torch.no_grad():
             big = 16384
             xb, yb = gaussian_inputs(1, big, big, 128, device)
-            t_g = time_fn(lambda: mmd(xb, yb, "gaussian", gamma=1e-3), device=device,
+            t_g = time_fn(lambda: mmd(xb, yb, "gaussian", gamma=1e-3), device=device, events=True,
                           repeat=repeat)
             a = torch.randn(3 * big, 128, device=device)
             bm = torch.randn(128, big, device=device)
             prev = torch.backends.cuda.matmul.allow_tf32
             torch.backends.cuda.matmul.allow_tf32 = False
-            t_mm = time_fn(lambda: a @ bm, device=device, repeat=repeat)
+            t_mm = time_fn(lambda: a @ bm, device=device, events=True, repeat=repeat)
             torch.backends.cuda.matmul.allow_tf32 = prev
         fl = flops("gaussian", big, big, 128, backward=False)
         rows.append(Row(f"gaussian forward, N=M={big} C=128 fp32", "fp32 matmul, same FLOPs",

@@ -74,9 +74,9 @@ def run(device="cpu", quick=False):
             torch.testing.assert_close(fused(), eager(), rtol=1e-4, atol=1e-4)
             torch.testing.assert_close(comp(z, U, sigma, mu, idx, alpha), eager(), rtol=1e-4,
                                        atol=1e-4)
-            t_f = time_fn(fused, device=device, repeat=repeat)
-            t_e = time_fn(eager, device=device, repeat=repeat)
-            t_c = time_fn(lambda: comp(z, U, sigma, mu, idx, alpha), device=device,
+            t_f = time_fn(fused, device=device, events=True, repeat=repeat)
+            t_e = time_fn(eager, device=device, events=True, repeat=repeat)
+            t_c = time_fn(lambda: comp(z, U, sigma, mu, idx, alpha), device=device, events=True,
                           repeat=repeat)
         add = mode == "add"
         rows.append(Row(f"steer {mode} forward, {size}", "eager reference", t_f, t_e,
@@ -103,9 +103,9 @@ def run(device="cpu", quick=False):
         def compiled_fb():
             comp_fb(zl, U, sigma, mu, idx, al).backward(grad)
 
-        t_f = time_fn(fused_fb, device=device, repeat=repeat)
-        t_e = time_fn(eager_fb, device=device, repeat=repeat)
-        t_c = time_fn(compiled_fb, device=device, repeat=repeat)
+        t_f = time_fn(fused_fb, device=device, events=True, repeat=repeat)
+        t_e = time_fn(eager_fb, device=device, events=True, repeat=repeat)
+        t_c = time_fn(compiled_fb, device=device, events=True, repeat=repeat)
         rows.append(Row(f"steer {mode} forward+backward (z, alpha)", "eager reference", t_f, t_e,
                         bar=3.0 if add else None))
         rows.append(Row(f"steer {mode} forward+backward (z, alpha)",
@@ -115,8 +115,8 @@ def run(device="cpu", quick=False):
     # Bandwidth: steer add forward against a copy of z (same machine, same run).
     with torch.no_grad():
         out = torch.empty_like(z)
-        t_copy = time_fn(lambda: out.copy_(z), device=device, repeat=repeat * 5)
-        t_f = time_fn(lambda: steer(z, U, sigma, mu, idx, alpha, "add"), device=device,
+        t_copy = time_fn(lambda: out.copy_(z), device=device, events=True, repeat=repeat * 5)
+        t_f = time_fn(lambda: steer(z, U, sigma, mu, idx, alpha, "add"), device=device, events=True,
                       repeat=repeat * 5)
     copied = 2 * z.numel() * z.element_size()
     rows.append(Row(f"steer add forward bandwidth, {size}", "copy of z (read + write, same size)",
