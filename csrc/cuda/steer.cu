@@ -155,6 +155,14 @@ __device__ __forceinline__ void steer_row(acc_t (&v)[PL], const acc_t (&muv)[PL]
   }
 }
 
+// Rows per warp in the forward kernel: two for rows of up to 256 elements, so that each warp has
+// two rows' loads in flight (the op is bound by memory latency, not arithmetic); one above that,
+// where two rows would no longer fit the registers.
+template <int PL>
+constexpr int fwd_rows_per_warp() {
+  return PL <= 8 ? 2 : 1;
+}
+
 template <typename scalar_t, int PL, int VEC>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
     steer_fwd_kernel(const scalar_t* __restrict__ z, const scalar_t* __restrict__ U,
@@ -163,16 +171,29 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
                      scalar_t* __restrict__ out, int64_t B, int64_t K, int D, int M,
                      bool add_mode, bool has_clamp, at::opmath_type<scalar_t> c) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int R = fwd_rows_per_warp<PL>();
   const int lane = threadIdx.x & 31;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  if (row >= B) return;  // uniform across the warp
-  const RowSteps<scalar_t, acc_t> steps(idx + row * M, alpha + row * M, sigma, K, M, add_mode,
-                                        lane);
-  acc_t v[PL], muv[PL];
-  load_row<scalar_t, acc_t, PL, VEC>(v, z + row * D, D, lane);
+  const int64_t first =
+      (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5)) * R;
+  if (first >= B) return;  // uniform across the warp
+  // All R rows' loads are issued before the first row is steered. A missing last row repeats
+  // the previous one (read, not written).
+  int64_t rows[R];
+  acc_t v[R][PL], muv[PL];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    rows[r] = first + r < B ? first + r : first;
+    load_row<scalar_t, acc_t, PL, VEC>(v[r], z + rows[r] * D, D, lane);
+  }
   load_row<scalar_t, acc_t, PL, VEC>(muv, mu, D, lane);
-  steer_row<scalar_t, acc_t, PL, VEC>(v, muv, U, steps, D, add_mode, lane);
-  store_row<scalar_t, acc_t, PL, VEC>(out + row * D, v, D, lane, has_clamp, c);
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const RowSteps<scalar_t, acc_t> steps(idx + rows[r] * M, alpha + rows[r] * M, sigma, K, M,
+                                          add_mode, lane);
+    steer_row<scalar_t, acc_t, PL, VEC>(v[r], muv, U, steps, D, add_mode, lane);
+    if (r == 0 || first + r < B)
+      store_row<scalar_t, acc_t, PL, VEC>(out + rows[r] * D, v[r], D, lane, has_clamp, c);
+  }
 }
 
 template <typename scalar_t, int PL, int VEC>
@@ -257,8 +278,9 @@ bool aligned4(std::initializer_list<const at::Tensor*> ts) {
   return true;
 }
 
-dim3 grid_for(int64_t B) {
-  return dim3(static_cast<unsigned>((B + kWarpsPerBlock - 1) / kWarpsPerBlock));
+dim3 grid_for(int64_t B, int rows_per_warp = 1) {
+  const int64_t per_block = static_cast<int64_t>(kWarpsPerBlock) * rows_per_warp;
+  return dim3(static_cast<unsigned>((B + per_block - 1) / per_block));
 }
 
 at::Tensor steer_cuda(const at::Tensor& z_, const at::Tensor& U_, const at::Tensor& sigma_,
@@ -280,7 +302,8 @@ at::Tensor steer_cuda(const at::Tensor& z_, const at::Tensor& U_, const at::Tens
     const bool vec_ok = aligned4({&z, &U, &mu, &out});
     dispatch_per_lane(static_cast<int>(D), vec_ok, [&](auto pl, auto vec) {
       steer_fwd_kernel<scalar_t, decltype(pl)::value, decltype(vec)::value>
-          <<<grid_for(B), kWarpsPerBlock * 32, 0, stream>>>(
+          <<<grid_for(B, fwd_rows_per_warp<decltype(pl)::value>()), kWarpsPerBlock * 32, 0,
+             stream>>>(
               z.data_ptr<scalar_t>(), U.data_ptr<scalar_t>(), sigma.data_ptr<scalar_t>(),
               mu.data_ptr<scalar_t>(), idx.data_ptr<int64_t>(), alpha.data_ptr<scalar_t>(),
               out.data_ptr<scalar_t>(), B, U.size(0), static_cast<int>(D), static_cast<int>(M),
