@@ -30,7 +30,7 @@ def loss_fn(z, alpha, U, sigma, mu, idx, target):
     """steer, then every MMD kernel between the steered codes (as 2 sets of 32 16-vectors) and a
     fixed target; the Gaussian bandwidth is given (its default is computed on the host)."""
     out = steer(z, U, sigma, mu, idx, alpha, "add", 3.0)
-    sets = out.reshape(2, 32, 4, 16).mean(2)
+    sets = out.reshape(2, 32, 8, 16).mean(2)
     total = out.square().mean()
     for kernel in ("poly2", "linear", "bn"):
         total = total + mmd(sets, target, kernel=kernel)

@@ -298,8 +298,9 @@ def test_cuda_matches_cpu_across_register_tiers(D, mode):
 @requires_cuda
 @pytest.mark.parametrize("mode", MODES)
 def test_cuda_long_rows_of_steps_and_misaligned_rows(mode):
-    """M > 32 steps per row (read directly, not broadcast by shuffles) and rows whose data do not
-    start on a 16-byte boundary (the scalar path) give the CPU op's values and gradients."""
+    """M > 32 steps per row (read directly, not broadcast by shuffles) give the CPU op's values
+    and gradients; rows whose data do not start on a 16-byte boundary (the scalar path) give the
+    vector path's values up to the order of the warp's float32 sums."""
     base = make_inputs(19, 128, 50, 40, dtype=torch.float32)
     for clamp in CLAMPS:
         cpu_out, cpu_grads = grads_of(steer, leaf(base), mode, clamp)
@@ -312,10 +313,11 @@ def test_cuda_long_rows_of_steps_and_misaligned_rows(mode):
     shifted = torch.empty(z.numel() + 1, device="cuda")[1:].view_as(z).copy_(z)
     assert shifted.is_contiguous() and shifted.data_ptr() % 16 != 0
     torch.testing.assert_close(steer(shifted, U, sigma, mu, idx, alpha, mode),
-                               steer(z, U, sigma, mu, idx, alpha, mode), rtol=0, atol=0)
+                               steer(z, U, sigma, mu, idx, alpha, mode), rtol=1e-5, atol=1e-6)
 
 
 @requires_cuda
+@pytest.mark.device_assert
 def test_cuda_index_check_runs_on_the_device():
     """On CUDA the index range is checked inside the kernel (no host synchronisation): an index
     out of range stops the process with a device-side assert naming the check, as ATen's own
