@@ -59,7 +59,10 @@ def _run(cmd, *, env=None, timeout=None, log=None):
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         code, out = proc.returncode, proc.stdout
     except subprocess.TimeoutExpired as exc:
-        code, out = 124, (exc.stdout or "") + f"\n(timed out after {timeout} s)"
+        partial = exc.stdout or ""
+        if isinstance(partial, bytes):
+            partial = partial.decode(errors="replace")
+        code, out = 124, partial + f"\n(timed out after {timeout} s)"
     except FileNotFoundError as exc:
         code, out = 127, str(exc)
     if log is not None:
@@ -109,7 +112,7 @@ def compute_sanitizer():
 
 # ------------------------------------------------------------------------------ report
 def check(report: Path, tests: list[str], sanitize_tests: list[str], benchmarks, quick,
-          sanitize=True, bench_timeout=None) -> int:
+          sanitize=True, bench_timeout=None, test_timeout=None) -> int:
     import torch
 
     if not torch.cuda.is_available():
@@ -162,10 +165,12 @@ def check(report: Path, tests: list[str], sanitize_tests: list[str], benchmarks,
         for tool in ("memcheck", "racecheck"):
             runs.append((f"CUDA tests under compute-sanitizer --tool {tool}",
                          [sanitizer, "--tool", tool, "--error-exitcode", "99",
-                          "--target-processes", "all"], sanitize_tests, san_env))
+                          "--target-processes", "all"],
+                         # Tests that trip a device-side assert on purpose would count as errors.
+                         ["-m", "not device_assert"] + sanitize_tests, san_env))
     lines += ["## CUDA tests", ""]
     for title, prefix, paths, extra in runs:
-        code, secs, out = _run(prefix + pytest + paths, env={**env, **extra},
+        code, secs, out = _run(prefix + pytest + paths, env={**env, **extra}, timeout=test_timeout,
                                log=logs / (title.replace(" ", "_").replace("-", "") + ".log"))
         ok = code == 0
         if not ok:
@@ -218,6 +223,8 @@ def main(argv=None) -> int:
                    help="skip the compute-sanitizer memcheck and racecheck runs")
     p.add_argument("--bench-timeout", type=float, default=None, metavar="S",
                    help="stop a benchmark after S seconds and report it as failed")
+    p.add_argument("--test-timeout", type=float, default=None, metavar="S",
+                   help="stop a test run (plain or under compute-sanitizer) after S seconds")
     args = p.parse_args(argv)
     if args.preflight:
         return preflight()
@@ -237,7 +244,7 @@ def main(argv=None) -> int:
     return check(Path(args.report).resolve(), args.tests,
                  args.tests if args.sanitize_tests is None else args.sanitize_tests,
                  args.bench, args.quick, sanitize=not args.no_sanitize,
-                 bench_timeout=args.bench_timeout)
+                 bench_timeout=args.bench_timeout, test_timeout=args.test_timeout)
 
 
 if __name__ == "__main__":
