@@ -128,14 +128,15 @@ def _backward(ctx, grad):
     g_u = g_sigma = g_mu = g_alpha = None
     if ctx.mode == "add":
         # gz is the gradient that reaches the pre-clamp output, i.e. of every term of the sum.
-        coef = sigma.to(acc)[idx] * alpha.to(acc)                        # (B, M)
+        scale = sigma.to(acc).take(idx) if (need_alpha or need_u) else None  # (B, M)
         if need_alpha:
-            g_alpha = (sigma.to(acc)[idx] * dots).to(alpha.dtype)
+            g_alpha = (scale * dots).to(alpha.dtype)
         if need_sigma:
             g_sigma = torch.zeros(K, dtype=acc, device=z.device).index_add(
                 0, flat_idx, (alpha.to(acc) * dots).reshape(-1))
             g_sigma = g_sigma.to(sigma.dtype)
         if need_u:
+            coef = scale * alpha.to(acc)
             scatter = torch.zeros(B, K, dtype=acc, device=z.device).scatter_add(1, idx, coef)
             g_u = (scatter.T @ gz.to(acc)).to(U.dtype)
         if need_mu:
