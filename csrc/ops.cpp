@@ -18,10 +18,13 @@ TORCH_LIBRARY(genint_fast, m) {
   // exp(-gamma ||a - b||^2), computed in tiles (never an N x M matrix). Returns (loss (B,),
   // grad_x (B, N, C) per unit of loss or an empty tensor unless grad_x, grad_y (B, M, C) unreduced
   // over the batch or an empty tensor unless grad_y). yy: the cached y-y sums (float64, (B_y,)),
-  // from mmd_gaussian_self, for a constant y. See csrc/mmd.h.
+  // from mmd_gaussian_self, for a constant y. gamma: a (1,) or (B,) tensor, one bandwidth for
+  // all pairs or one per pair (a tensor, so compiled graphs do not specialise on its value).
+  // See csrc/mmd.h.
   m.def(
-      "mmd_gaussian(Tensor x, Tensor y, float gamma, bool unbiased, bool grad_x, bool grad_y, "
+      "mmd_gaussian(Tensor x, Tensor y, Tensor gamma, bool unbiased, bool grad_x, bool grad_y, "
       "Tensor? yy) -> (Tensor, Tensor, Tensor)");
-  // sum_ij exp(-gamma ||y_i - y_j||^2) per batch element of y (B, M, C), float64 (B,).
-  m.def("mmd_gaussian_self(Tensor y, float gamma) -> Tensor");
+  // sum_ij exp(-gamma_b ||y_i - y_j||^2) per batch element of y (B, M, C), float64 (B,); gamma
+  // (1,) or (B,), or (G,) for a y of batch 1 (one sum per value).
+  m.def("mmd_gaussian_self(Tensor y, Tensor gamma) -> Tensor");
 }

@@ -91,13 +91,75 @@ def test_poly2_is_gram_matching_and_linear_is_mean_matching():
 
 
 def test_default_gamma_is_the_documented_formula():
+    # One bandwidth per target: 1 / (2 * mean over that target's pairs of ||y_i - y_j||^2).
     y = feats(2, 50, 7, seed=3)
-    d2 = torch.cdist(y, y).square().mean((1, 2)).mean().item()  # mean over all pairs
-    assert reference.gaussian_default_gamma(y) == pytest.approx(1.0 / (2.0 * d2), rel=1e-9)
-    assert reference.gaussian_default_gamma(torch.ones(1, 10, 4)) == 0.25  # no spread: 1 / C
+    d2 = torch.cdist(y, y).square().mean((1, 2))  # (2,), mean over all pairs of each target
+    got = reference.gaussian_default_gamma(y)
+    assert got.dtype == torch.float64 and got.shape == (2,)
+    torch.testing.assert_close(got, 1.0 / (2.0 * d2), rtol=1e-9, atol=0)
+    no_spread = reference.gaussian_default_gamma(torch.ones(1, 10, 4))
+    assert no_spread.tolist() == [0.25]  # 1 / C
     x = feats(2, 40, 7)
-    torch.testing.assert_close(mmd(x, y, "gaussian"),
-                               mmd(x, y, "gaussian", gamma=1.0 / (2.0 * d2)))
+    torch.testing.assert_close(mmd(x, y, "gaussian", reduction="none"),
+                               mmd(x, y, "gaussian", gamma=1.0 / (2.0 * d2), reduction="none"))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("unbiased", [False, True])
+@pytest.mark.parametrize("target_batch", [1, 3])
+def test_batching_never_changes_a_pairs_result(kernel, unbiased, target_batch):
+    # Each pair's loss and gradients in a batch equal the pair computed alone, for every kernel
+    # and the default bandwidth (one per target), through mmd and through an MMDTarget.
+    x = feats(3, 30, 6, dtype=torch.float32)
+    y = feats(target_batch, 25, 6, dtype=torch.float32, seed=1,
+              scale=1.0) * torch.tensor([1.0, 4.0, 0.25][:target_batch]).view(-1, 1, 1)
+    xb = leaf(x)
+    batched = mmd(xb, y, kernel, unbiased=unbiased, reduction="none")
+    (gxb,) = torch.autograd.grad(batched.sum(), xb)
+    target = MMDTarget(y, kernel, unbiased=unbiased)
+    torch.testing.assert_close(mmd(x, target, kernel, unbiased=unbiased, reduction="none"),
+                               batched.detach(),
+                               rtol=1e-5, atol=1e-7)
+    for b in range(3):
+        xa = leaf(x[b:b + 1])
+        alone = mmd(xa, y[b:b + 1] if target_batch > 1 else y, kernel, unbiased=unbiased,
+                    reduction="none")
+        (gxa,) = torch.autograd.grad(alone.sum(), xa)
+        torch.testing.assert_close(alone[0], batched[b].detach(), rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(gxa[0], gxb[b], rtol=1e-5, atol=1e-7)
+
+
+def test_per_pair_bandwidth_tensor():
+    # gamma as a (B,) tensor: pair b uses gamma[b] (equal to that pair alone with the number).
+    x, y = feats(3, 20, 5), feats(1, 15, 5, seed=1)
+    gammas = torch.tensor([0.05, 0.2, 1.0], dtype=torch.float64)
+    got = mmd(x, y, "gaussian", gamma=gammas, reduction="none")
+    want = reference.mmd(x, y, "gaussian", gamma=gammas, reduction="none")
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    for b in range(3):
+        alone = mmd(x[b:b + 1], y, "gaussian", gamma=float(gammas[b]), reduction="none")
+        torch.testing.assert_close(got[b], alone[0], rtol=1e-12, atol=1e-14)
+    target = MMDTarget(y, "gaussian", gamma=gammas)
+    torch.testing.assert_close(mmd(x, target, "gaussian", reduction="none"), want, rtol=1e-9,
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="one per pair"):
+        mmd(x, y, "gaussian", gamma=torch.ones(2))
+
+
+def test_compiled_gaussian_does_not_recompile_per_bandwidth():
+    # The bandwidth is a tensor input of the op: new values reuse the compiled graph.
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    x, y = feats(2, 20, 5, dtype=torch.float32), feats(1, 15, 5, dtype=torch.float32, seed=1)
+    f = torch.compile(lambda x, y, g: mmd(x, y, "gaussian", gamma=g, reduction="none"),
+                      fullgraph=True)
+    for value in (0.1, 0.2, 0.7):
+        g = torch.tensor([value], dtype=torch.float64)
+        torch.testing.assert_close(f(x, y, g), mmd(x, y, "gaussian", gamma=value,
+                                                   reduction="none"))
+    assert counters["stats"]["unique_graphs"] == 1
 
 
 # -------------------------------------------------------------------------------- gradcheck
@@ -122,15 +184,16 @@ def test_opcheck(device, requires_grad):
     x = leaf(feats(2, 11, 5, dtype=torch.float32, device=device), requires_grad)
     y = leaf(feats(1, 13, 5, dtype=torch.float32, device=device, seed=1), requires_grad)
     op = torch.ops.genint_fast.mmd_gaussian.default
+    G02 = torch.tensor([0.2], device=device)
     for unbiased in (False, True):
-        torch.library.opcheck(op, (x, y, 0.2, unbiased, True, True, None))
-        torch.library.opcheck(op, (x, y.detach(), 0.2, unbiased, True, False, None))
-        torch.library.opcheck(op, (x.detach(), y, 0.2, unbiased, False, True, None))
-    yy = torch.ops.genint_fast.mmd_gaussian_self.default(y.detach(), 0.2)
-    torch.library.opcheck(op, (x, y.detach(), 0.2, False, True, False, yy))
-    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y, 0.2))
+        torch.library.opcheck(op, (x, y, G02, unbiased, True, True, None))
+        torch.library.opcheck(op, (x, y.detach(), G02, unbiased, True, False, None))
+        torch.library.opcheck(op, (x.detach(), y, G02, unbiased, False, True, None))
+    yy = torch.ops.genint_fast.mmd_gaussian_self.default(y.detach(), G02)
+    torch.library.opcheck(op, (x, y.detach(), G02, False, True, False, yy))
+    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y, G02))
     y3 = leaf(feats(3, 13, 5, dtype=torch.float32, device=device, seed=2), requires_grad)
-    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y3, 0.2))
+    torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian_self.default, (y3, G02))
 
 
 def test_opcheck_without_gradient_outputs():
@@ -139,7 +202,8 @@ def test_opcheck_without_gradient_outputs():
     x = feats(2, 11, 5, dtype=torch.float32)
     y = feats(1, 13, 5, dtype=torch.float32, seed=1)
     torch.library.opcheck(torch.ops.genint_fast.mmd_gaussian.default,
-                          (x, y, 0.2, False, False, False, None), test_utils="test_schema")
+                          (x, y, torch.tensor([0.2]), False, False, False, None),
+                          test_utils="test_schema")
 
 
 # ------------------------------------------------------------------------ second derivatives
@@ -213,10 +277,15 @@ def test_gaussian_self_term_is_twice_differentiable():
     # against the materialised sum; its second derivative against finite differences.
     op = torch.ops.genint_fast.mmd_gaussian_self.default
     y = leaf(feats(2, 9, 3))
-    assert torch.autograd.gradcheck(lambda y: op(y, 0.3), (y,))
-    assert torch.autograd.gradgradcheck(lambda y: op(y, 0.3), (y,))
+    for g03 in (torch.tensor([0.3], dtype=torch.float64),
+                torch.tensor([0.3, 0.7], dtype=torch.float64)):   # one, or one per element
+        assert torch.autograd.gradcheck(lambda y: op(y, g03), (y,))
+        assert torch.autograd.gradgradcheck(lambda y: op(y, g03), (y,))
+    one = leaf(feats(1, 9, 3))  # batch 1 under two bandwidths: two sums, gradients added
+    assert torch.autograd.gradcheck(lambda y: op(y, torch.tensor([0.3, 0.7],
+                                                                 dtype=torch.float64)), (one,))
     big = leaf(feats(1, 2100, 3, seed=1))   # more than one block of rows
-    (g,) = torch.autograd.grad(op(big, 0.3).sum(), big)
+    (g,) = torch.autograd.grad(op(big, torch.tensor([0.3], dtype=torch.float64)).sum(), big)
     (r,) = torch.autograd.grad(reference.gaussian_kernel_matrix(big, big, 0.3).sum(), big)
     torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-9)
 
@@ -349,15 +418,20 @@ def test_bad_arguments_raise_clear_errors():
 def test_op_level_checks_raise_runtime_errors():
     op = torch.ops.genint_fast.mmd_gaussian.default
     x, y = feats(2, 10, 4, dtype=torch.float32), feats(2, 8, 4, dtype=torch.float32, seed=1)
+    g = torch.tensor([0.1])
     cases = [
-        ((x, y[..., :3], 0.1, False, True, False, None), "channels"),
-        ((x, torch.cat([y, y])[:3], 0.1, False, True, False, None), "batch"),
-        ((x[:, :0], y, 0.1, False, True, False, None), "empty set"),
-        ((x, y, float("nan"), False, True, False, None), "gamma must be finite"),
-        ((x[:, :1], y, 0.1, True, True, False, None), "at least 2"),
-        ((x, y, 0.1, False, True, False, torch.zeros(2)), "yy must be float64"),
-        ((x, y, 0.1, False, True, True, torch.zeros(2, dtype=torch.float64)), "constant y"),
-        ((x[0], y, 0.1, False, True, False, None), "3-D"),
+        ((x, y[..., :3], g, False, True, False, None), "channels"),
+        ((x, torch.cat([y, y])[:3], g, False, True, False, None), "batch"),
+        ((x[:, :0], y, g, False, True, False, None), "empty set"),
+        ((x, y, torch.tensor([float("nan")]), False, True, False, None),
+         "gamma must be finite"),
+        ((x, y, torch.tensor([0.1, -1.0]), False, True, False, None), "gamma must be finite"),
+        ((x, y, torch.ones(3), False, True, False, None), r"gamma must have shape \(1,\) or"),
+        ((x, y, torch.ones(1, dtype=torch.long), False, True, False, None), "floating"),
+        ((x[:, :1], y, g, True, True, False, None), "at least 2"),
+        ((x, y, g, False, True, False, torch.zeros(2)), "yy must be float64"),
+        ((x, y, g, False, True, True, torch.zeros(2, dtype=torch.float64)), "constant y"),
+        ((x[0], y, g, False, True, False, None), "3-D"),
     ]
     for args, message in cases:
         with pytest.raises(RuntimeError, match=message):
@@ -463,10 +537,11 @@ def test_self_sum_visits_every_pair_once(n):
     # The y-y sum without gradient visits each unordered pair of 128-row blocks once (odd and
     # even block counts); it must equal the full materialised sum.
     y = feats(2, n, 5, seed=n)
-    got = torch.ops.genint_fast.mmd_gaussian_self.default(y, 0.2)
+    g = torch.tensor([0.2], dtype=torch.float64)
+    got = torch.ops.genint_fast.mmd_gaussian_self.default(y, g)
     want = reference.gaussian_kernel_matrix(y, y, 0.2).sum((1, 2))
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-9)
-    got32 = torch.ops.genint_fast.mmd_gaussian_self.default(y.float(), 0.2)
+    got32 = torch.ops.genint_fast.mmd_gaussian_self.default(y.float(), g)
     torch.testing.assert_close(got32, want, rtol=1e-5, atol=1e-3)
 
 
@@ -513,9 +588,10 @@ def test_gaussian_workers_keep_the_callers_thread_local_state():
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        want = op(x, y, 0.05, False, True, True, None)
+        g = torch.tensor([0.05])
+        want = op(x, y, g, False, True, True, None)
         with torch.inference_mode():
-            got = op(x, y, 0.05, False, True, True, None)
+            got = op(x, y, g, False, True, True, None)
     finally:
         torch.set_num_threads(threads)
     for g, w in zip(got, want):

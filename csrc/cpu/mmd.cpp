@@ -282,17 +282,16 @@ std::tuple<at::Tensor, at::Tensor> cross_cpu(const at::Tensor& A, const at::Tens
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_gaussian_cpu(
-    const at::Tensor& x, const at::Tensor& y, double gamma, bool unbiased, bool grad_x,
-    bool grad_y, const std::optional<at::Tensor>& yy) {
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, bool unbiased,
+    bool grad_x, bool grad_y, const std::optional<at::Tensor>& yy) {
   check_mmd_gaussian_inputs(x, y, gamma, unbiased, grad_y, yy);
   return mmd_gaussian_assemble(x, y, gamma, unbiased, grad_x, grad_y, yy, &cross_cpu);
 }
 
-at::Tensor mmd_gaussian_self_cpu(const at::Tensor& y, double gamma) {
+at::Tensor mmd_gaussian_self_cpu(const at::Tensor& y, const at::Tensor& gamma) {
   check_mmd_self_inputs(y, gamma);
-  const auto y_acc = y.detach().to(mmd_acc_dtype(y.scalar_type()));
-  const auto t = (y_acc - mmd_centre(y_acc)).contiguous();  // centred as in the assembly
-  return std::get<0>(cross_cpu(t, t, gamma, false));
+  const auto t = mmd_self_prepare(y, gamma);  // centred and scaled as in the assembly
+  return std::get<0>(cross_cpu(t, t, 1.0, false));
 }
 
 }  // namespace

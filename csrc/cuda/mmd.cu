@@ -209,18 +209,18 @@ std::tuple<at::Tensor, at::Tensor> cross_cuda(const at::Tensor& A, const at::Ten
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mmd_gaussian_cuda(
-    const at::Tensor& x, const at::Tensor& y, double gamma, bool unbiased, bool grad_x,
-    bool grad_y, const std::optional<at::Tensor>& yy) {
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& gamma, bool unbiased,
+    bool grad_x, bool grad_y, const std::optional<at::Tensor>& yy) {
   check_mmd_gaussian_inputs(x, y, gamma, unbiased, grad_y, yy);
   const c10::cuda::CUDAGuard guard(x.device());
   return mmd_gaussian_assemble(x, y, gamma, unbiased, grad_x, grad_y, yy, &cross_cuda);
 }
 
-at::Tensor mmd_gaussian_self_cuda(const at::Tensor& y, double gamma) {
+at::Tensor mmd_gaussian_self_cuda(const at::Tensor& y, const at::Tensor& gamma) {
   check_mmd_self_inputs(y, gamma);
   const c10::cuda::CUDAGuard guard(y.device());
-  const auto t = y.detach().to(mmd_acc_dtype(y.scalar_type())).contiguous();
-  return std::get<0>(cross_cuda(t, t, gamma, false));
+  const auto t = mmd_self_prepare(y, gamma);  // centred and scaled as in the assembly
+  return std::get<0>(cross_cuda(t, t, 1.0, false));
 }
 
 }  // namespace

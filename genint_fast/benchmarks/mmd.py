@@ -215,7 +215,7 @@ def run(device="cpu", quick=False):
     n = 1024 if quick else 4096
     c = 128
     x, y = gaussian_inputs(1, n, n, c, device)
-    gamma = reference.gaussian_default_gamma(y)
+    gamma = reference.gaussian_default_gamma(y).item()  # y has batch 1: one bandwidth
     for kernel in ("gaussian", "poly2", "linear", "bn"):
         krows, t_o, t_e, t_c = _kernel_rows(kernel, x, y, gamma, device, repeat)
         rows += krows
@@ -226,10 +226,10 @@ def run(device="cpu", quick=False):
         rows.append(Row(label, f"best materialised reference ({which})", t_o, best,
                         bar=2.0 if device.type == "cpu" else None))
         with torch.no_grad():
-            t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device, events=True,
-                           repeat=repeat)
-            t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device, events=True,
-                           repeat=repeat)
+            t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device,
+                           events=True, repeat=repeat)
+            t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device,
+                           events=True, repeat=repeat)
         fl = flops("gaussian", n, n, c, backward=False)
         rows.append(Row(f"gaussian forward, B=1 N=M={n} C={c} fp32", "materialised reference",
                         t_of, t_rf, note=f"{_gflops(fl, t_of):.1f} vs {_gflops(fl, t_rf):.1f} "

@@ -77,7 +77,8 @@ def _mmd_gaussian_fake(x, y, gamma, unbiased, grad_x, grad_y, yy):
 @torch.library.register_fake("genint_fast::mmd_gaussian_self")
 def _mmd_gaussian_self_fake(y, gamma):
     torch._check(y.dim() == 3, lambda: f"mmd_gaussian: y must be 3-D (B, M, C), got {y.dim()}-D")
-    return y.new_empty((y.shape[0],), dtype=torch.float64)
+    batch = gamma.shape[0] if y.shape[0] == 1 else y.shape[0]
+    return y.new_empty((batch,), dtype=torch.float64)
 
 
 GAUSSIAN_DOUBLE_BACKWARD = (
@@ -141,34 +142,37 @@ torch.library.register_autograd("genint_fast::mmd_gaussian", _gaussian_backward,
 
 
 def gaussian_self_grad(y, gamma, g):
-    """g_b * d/dy of S_b = sum_ij exp(-gamma |y_i - y_j|^2), the gradient of mmd_gaussian_self:
-    dS/dy_i = -4 gamma (y_i sum_j k_ij - sum_j k_ij y_j). Computed in blocks of rows of y with
-    ATen ops (memory O(rows x M), never the M x M matrix for a first derivative; the ops are
-    differentiable, so second derivatives are exact as well)."""
+    """g_b * d/dy of S_b = sum_ij exp(-gamma_b |y_i - y_j|^2), the gradient of mmd_gaussian_self
+    (gamma a (1,) or (B,) tensor): dS/dy_i = -4 gamma (y_i sum_j k_ij - sum_j k_ij y_j).
+    Computed in blocks of rows of y with ATen ops (memory O(rows x M), never the M x M matrix
+    for a first derivative; the ops are differentiable, so second derivatives are exact as
+    well)."""
     acc = _acc(y.dtype)
     ya = y.to(acc)
+    gam = gamma.detach().to(acc).view(-1, 1, 1)                    # (1 or B, 1, 1)
     m = ya.shape[1]
     rows = max(1, min(m, (1 << 22) // max(1, m)))
     parts = []
     for s in range(0, m, rows):
         blk = ya[:, s:s + rows]
-        k = reference.gaussian_kernel_matrix(blk, ya, gamma)       # (B, rows, M)
-        parts.append(blk * k.sum(-1, keepdim=True) - torch.bmm(k, ya))
-    grad = torch.cat(parts, 1) * ((-4.0 * gamma) * g.to(acc).view(-1, 1, 1))
+        k = reference.gaussian_kernel_matrix(blk, ya, gam)         # (B, rows, M)
+        parts.append(blk * k.sum(-1, keepdim=True) - k @ ya)
+    grad = torch.cat(parts, 1) * ((-4.0 * gam) * g.to(acc).view(-1, 1, 1))
+    if grad.shape[0] != y.shape[0]:  # a y of batch 1 summed under several bandwidths
+        grad = grad.sum(0, keepdim=True)
     return grad.to(y.dtype)
 
 
 def _gaussian_self_setup_context(ctx, inputs, output):
     y, gamma = inputs
-    ctx.save_for_backward(y)
-    ctx.gamma = gamma
+    ctx.save_for_backward(y, gamma)
 
 
 def _gaussian_self_backward(ctx, g):
-    (y,) = ctx.saved_tensors
+    y, gamma = ctx.saved_tensors
     if not ctx.needs_input_grad[0]:
         return None, None
-    return gaussian_self_grad(y, ctx.gamma, g), None
+    return gaussian_self_grad(y, gamma, g), None
 
 
 torch.library.register_autograd("genint_fast::mmd_gaussian_self", _gaussian_self_backward,
@@ -180,8 +184,25 @@ def _gaussian(x3, y3, gamma, unbiased, yy=None):
     need_x = grad_on and x3.requires_grad
     need_y = grad_on and y3.requires_grad and yy is None
     loss, _, _ = torch.ops.genint_fast.mmd_gaussian.default(
-        x3, y3, float(gamma), bool(unbiased), need_x, need_y, yy)
+        x3, y3, gamma, bool(unbiased), need_x, need_y, yy)
     return loss
+
+
+def _gamma_tensor(gamma, y3, pairs):
+    """The bandwidth as the op takes it: a float64 (1,) or (pairs,) tensor on y's device. None:
+    gaussian_default_gamma(y), one per target (computed on the device, no host read). A number is
+    checked here (finite, > 0); a tensor is checked for shape here and for its values by the op
+    where they are on the CPU (reading CUDA values would synchronise every call)."""
+    if gamma is None:
+        return gaussian_default_gamma(y3)
+    if torch.is_tensor(gamma):
+        g = gamma.detach().to(device=y3.device, dtype=torch.float64).reshape(-1)
+        if g.shape[0] not in (1, pairs):
+            raise ValueError(f"mmd: gamma must be one number, or a tensor of 1 or {pairs} values "
+                             f"(one per pair), got shape {tuple(gamma.shape)}")
+        return g
+    _check_gamma(float(gamma))
+    return torch.full((1,), float(gamma), dtype=torch.float64, device=y3.device)
 
 
 # -------------------------------------------------------------------------------- poly2 (Gram)
@@ -300,7 +321,8 @@ class MMDTarget:
     reaches it.
 
     Args mirror mmd(): y (B_y, C, H, W) or (B_y, M, C) with B_y equal to x's batch or 1; kernel;
-    gamma (Gaussian only; None means gaussian_default_gamma(y)); unbiased.
+    gamma (Gaussian only: a number, a tensor of one value per pair, or None for
+    gaussian_default_gamma(y), one per target); unbiased.
     """
 
     def __init__(self, y, kernel="poly2", gamma=None, unbiased=False):
@@ -329,8 +351,9 @@ class MMDTarget:
             elif kernel == "bn":
                 self.mean, self.std = _bn_stats(y3, unbiased)
             else:
-                self.gamma = float(gamma) if gamma is not None else gaussian_default_gamma(y3)
-                _check_gamma(self.gamma)
+                pairs = self.batch if not torch.is_tensor(gamma) else max(gamma.numel(), 1)
+                self.gamma = _gamma_tensor(gamma, y3, pairs)
+                self.gamma_arg = gamma
                 self.y3 = y3
                 self.yy = torch.ops.genint_fast.mmd_gaussian_self.default(y3, self.gamma)
 
@@ -360,6 +383,9 @@ def _mmd_target(x, t: MMDTarget):
     if t.kernel == "bn":
         mx, sx = _bn_stats(x3, t.unbiased)
         return ((mx - t.mean).square().sum(-1) + (sx - t.std).square().sum(-1)).to(x.dtype)
+    if t.gamma.shape[0] not in (1, x3.shape[0]):
+        raise ValueError(f"mmd: the target has {t.gamma.shape[0]} bandwidths but x has batch "
+                         f"{x3.shape[0]}")
     return _gaussian(x3, t.y3, t.gamma, t.unbiased, yy=t.yy)
 
 
@@ -380,10 +406,12 @@ def mmd(x, y, kernel="poly2", gamma=None, unbiased=False, reduction="mean"):
                 "bn"       sum_c (mean_x,c - mean_y,c)^2 + (std_x,c - std_y,c)^2 with
                            std = sqrt(Var + 1e-5) (population variance; Bessel-corrected when
                            unbiased).
-        gamma: Gaussian bandwidth. None: gamma = 1 / (2 * mean_ij ||y_i - y_j||^2) =
-            1 / (4 * mean_b sum_c Var_b(y_c)), exact in O(M C) from the target only (1 / C if the
-            target has no spread); it is a Python float computed with .item() (pass gamma, or
-            use an MMDTarget, inside torch.compile). No gradient flows through gamma.
+        gamma: Gaussian bandwidth: a number, or a tensor of 1 or B values (one per pair; a
+            tensor keeps compiled graphs from specialising on the value). None: one per target,
+            gamma_b = 1 / (2 * mean_ij ||y_bi - y_bj||^2) = 1 / (4 * sum_c Var_b(y_c)), exact in
+            O(M C) from that target only (1 / C if it has no spread), computed on the device.
+            Every pair's loss is therefore the same in a batch as alone. No gradient flows
+            through gamma.
         unbiased: the unbiased estimator (i != j terms of the x-x and y-y sums) instead of the
             biased one (V-statistic).
         reduction: "mean" (default) or "sum" over the batch, or "none" for the (B,) values.
@@ -407,8 +435,11 @@ def mmd(x, y, kernel="poly2", gamma=None, unbiased=False, reduction="mean"):
         if y.unbiased != bool(unbiased):
             raise ValueError("mmd: the target was built with unbiased="
                              f"{y.unbiased}, not {bool(unbiased)}")
-        if gamma is not None and y.gamma is not None and float(gamma) != y.gamma:
-            raise ValueError(f"mmd: the target was built with gamma={y.gamma}, not {gamma}")
+        if gamma is not None and y.kernel == "gaussian" and not (
+                y.gamma_arg is not None and not torch.is_tensor(gamma)
+                and not torch.is_tensor(y.gamma_arg) and float(gamma) == float(y.gamma_arg)):
+            raise ValueError(f"mmd: the target was built with gamma={y.gamma_arg} (None: its "
+                             f"default), not {gamma}; pass gamma to MMDTarget only")
         out = _mmd_target(x, y)
     else:
         x3, y3 = _sets(x, "x"), _sets(y, "y")
@@ -424,10 +455,7 @@ def mmd(x, y, kernel="poly2", gamma=None, unbiased=False, reduction="mean"):
             my, sy = _bn_stats(y3, unbiased)
             out = ((mx - my).square().sum(-1) + (sx - sy).square().sum(-1)).to(x.dtype)
         else:
-            if gamma is None:
-                gamma = gaussian_default_gamma(y3)
-            _check_gamma(float(gamma))
-            out = _gaussian(x3, y3, gamma, unbiased)
+            out = _gaussian(x3, y3, _gamma_tensor(gamma, y3, x3.shape[0]), unbiased)
     if reduction == "mean":
         return out.mean()
     if reduction == "sum":

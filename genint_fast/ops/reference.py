@@ -49,16 +49,25 @@ def mmd_sets(t):
 
 
 def gaussian_default_gamma(y):
-    """The default bandwidth of the Gaussian kernel: gamma = 1 / (2 * mean_ij ||y_i - y_j||^2),
-    where the mean over all pairs of target vectors equals 2 * sum_c Var(y_c) (population
-    variance), averaged over the target batch: gamma = 1 / (4 * mean_b sum_c Var_b(y_c)). It is
-    exact, costs O(M C), needs no N x M matrix, and is fixed for a fixed target. Falls back to
-    1 / C when the target has no spread."""
+    """The default bandwidth of the Gaussian kernel, one per target batch element b:
+    gamma_b = 1 / (2 * mean_ij ||y_bi - y_bj||^2), where the mean over all pairs of target vectors
+    equals 2 * sum_c Var(y_bc) (population variance): gamma_b = 1 / (4 * sum_c Var_b(y_c)). It is
+    exact, costs O(M C), needs no N x M matrix, is fixed for a fixed target, and depends on its
+    own target only (so batching never changes a pair's loss). Falls back to 1 / C where a target
+    has no spread. Returns a float64 tensor (B_y,) on y's device, computed there (no host
+    synchronisation)."""
     y = mmd_sets(y).detach().double()
-    spread = y.var(dim=1, unbiased=False).sum(-1).mean().item()
-    if not (spread > 0.0 and spread < float("inf")):
-        return 1.0 / y.shape[-1]
-    return 1.0 / (4.0 * spread)
+    spread = y.var(dim=1, unbiased=False).sum(-1)
+    ok = torch.isfinite(spread) & (spread > 0)
+    return torch.where(ok, 1.0 / (4.0 * spread.clamp_min(1e-300)),
+                       torch.full_like(spread, 1.0 / y.shape[-1]))
+
+
+def _gamma_like(gamma, t):
+    """gamma (a number, or a (1,) / (B,) / 0-d tensor) shaped (G, 1, 1) in t's dtype."""
+    if torch.is_tensor(gamma):
+        return gamma.detach().to(device=t.device, dtype=t.dtype).reshape(-1, 1, 1)
+    return gamma
 
 
 def _mmd_from_kernel_matrices(kxx, kyy, kxy, unbiased):
@@ -86,15 +95,16 @@ def mmd_poly2(x, y, unbiased=False):
 
 
 def gaussian_kernel_matrix(a, b, gamma):
-    """exp(-gamma ||a_i - b_j||^2), the (B, N, M) matrix, through |a|^2 + |b|^2 - 2 a.b."""
+    """exp(-gamma ||a_i - b_j||^2), the (B, N, M) matrix, through |a|^2 + |b|^2 - 2 a.b; gamma a
+    number or one value per batch element ((B,) tensor)."""
     d2 = (a.square().sum(-1, keepdim=True) + b.square().sum(-1).unsqueeze(1)
           - 2 * a @ b.transpose(1, 2))
-    return torch.exp(-gamma * d2.clamp_min(0))
+    return torch.exp(-_gamma_like(gamma, d2) * d2.clamp_min(0))
 
 
 def mmd_gaussian(x, y, gamma=None, unbiased=False):
-    """k(a, b) = exp(-gamma ||a - b||^2); gamma None means gaussian_default_gamma(y).
-    Returns (B,)."""
+    """k(a, b) = exp(-gamma ||a - b||^2); gamma: a number, a (B,) tensor (one per pair), or None
+    for gaussian_default_gamma(y) (one per target). Returns (B,)."""
     x, y = mmd_sets(x), mmd_sets(y)
     if gamma is None:
         gamma = gaussian_default_gamma(y)
