@@ -11,7 +11,7 @@ export CUDA_HOME
 export TORCH_CUDA_ARCH_LIST ?= 9.0
 export MAX_JOBS ?= 2
 TORCH_PIN := torch==2.14.1 torchvision==0.29.1
-SOURCES   := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh) setup.py
+SOURCES   := $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cu csrc/cuda/*.cuh csrc/cuda/*.h) setup.py
 
 .PHONY: demo test pytest ctest bench build clean gpu-check
 
