@@ -489,6 +489,36 @@ def test_cuda_matches_cpu_across_width_tiers(C, unbiased):
         torch.testing.assert_close(a.cpu(), b, rtol=1e-4, atol=1e-6 * b.abs().max().item())
 
 
+TILED_SHAPES = [(1, 1, 1), (5, 70, 3), (64, 64, 32), (65, 130, 33), (300, 257, 128),
+                (100, 37, 700)]
+
+
+@requires_cuda
+@pytest.mark.parametrize("N, M, C, unbiased",
+                         [(*shape, False) for shape in TILED_SHAPES]
+                         + [(*shape, True) for shape in TILED_SHAPES[1:]])  # unbiased: N, M >= 2
+def test_cuda_tiled_sum_kernel_matches_the_default(monkeypatch, N, M, C, unbiased):
+    """GENINT_FAST_GAUSSIAN_KERNEL=tiled (sums without gradient: no_grad losses, the cached y-y
+    term of an MMDTarget) gives the default kernel's values; the gradient path is unchanged."""
+    x = feats(3, N, C, dtype=torch.float32, seed=N).cuda()
+    y = feats(1, M, C, dtype=torch.float32, seed=M + 1).cuda()
+    gamma = 0.5 / C
+    with torch.no_grad():
+        want = mmd(x, y, "gaussian", gamma=gamma, unbiased=unbiased, reduction="none")
+        want_self = torch.ops.genint_fast.mmd_gaussian_self.default(
+            y, torch.tensor([gamma], device="cuda"))
+    monkeypatch.setenv("GENINT_FAST_GAUSSIAN_KERNEL", "tiled")
+    with torch.no_grad():
+        got = mmd(x, y, "gaussian", gamma=gamma, unbiased=unbiased, reduction="none")
+        got_self = torch.ops.genint_fast.mmd_gaussian_self.default(
+            y, torch.tensor([gamma], device="cuda"))
+        target = MMDTarget(y, "gaussian", gamma=gamma, unbiased=unbiased)
+        got_target = mmd(x, target, "gaussian", unbiased=unbiased, reduction="none")
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_self, want_self, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got_target, want, rtol=1e-5, atol=1e-6)
+
+
 @requires_cuda
 def test_cuda_falls_back_when_tiles_exceed_the_block_shared_memory(tmp_path):
     """A device that grants a block less shared memory than the tiles need (consumer GPUs for

@@ -20,7 +20,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 
+#include "gauss_sum_tiled.cuh"
 #include "mmd.h"
 
 namespace genint_fast {
@@ -182,8 +184,43 @@ void launch_cross(const at::Tensor& A, const at::Tensor& B, double gamma, const 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// GENINT_FAST_GAUSSIAN_KERNEL=tiled routes sums without gradient to the register-tiled kernel of
+// gauss_sum_tiled.cuh (checked by the host emulator and the CUDA tests, not yet timed on a GPU;
+// hence opt-in). Read per call, so a benchmark can compare both in one process.
+bool use_tiled_sum() {
+  const char* env = std::getenv("GENINT_FAST_GAUSSIAN_KERNEL");
+  return env != nullptr && std::strcmp(env, "tiled") == 0;
+}
+
+std::tuple<at::Tensor, at::Tensor> tiled_sum_cuda(const at::Tensor& A, const at::Tensor& B,
+                                                  double gamma) {
+  const int64_t nb = std::max(A.size(0), B.size(0));
+  const int64_t N = A.size(1), M = B.size(1), C = A.size(2);
+  const auto na = A.square().sum(-1).contiguous();  // (Ba, N)
+  const auto nbn = B.square().sum(-1).contiguous();  // (Bb, M)
+  const dim3 grid(static_cast<unsigned>((N + tiled::kRows - 1) / tiled::kRows),
+                  static_cast<unsigned>((M + tiled::kCols - 1) / tiled::kCols),
+                  static_cast<unsigned>(nb));
+  auto partial = at::empty({nb, static_cast<int64_t>(grid.x) * grid.y},
+                           A.options().dtype(at::kDouble));
+  tiled::gauss_sum_tiled_kernel<<<grid, tiled::kThreads, 0,
+                                  c10::cuda::getCurrentCUDAStream()>>>(
+      A.data_ptr<float>(), A.size(0) == 1 ? 0 : A.stride(0), na.data_ptr<float>(),
+      A.size(0) == 1 ? 0 : N, B.data_ptr<float>(), B.size(0) == 1 ? 0 : B.stride(0),
+      nbn.data_ptr<float>(), B.size(0) == 1 ? 0 : M, static_cast<int>(N), static_cast<int>(M),
+      static_cast<int>(C), static_cast<float>(gamma), partial.data_ptr<double>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return {partial.sum(1), at::Tensor()};
+}
+
 std::tuple<at::Tensor, at::Tensor> cross_cuda(const at::Tensor& A, const at::Tensor& B,
                                               double gamma, bool want_grad) {
+  if (!want_grad && use_tiled_sum() && A.scalar_type() == at::kFloat && A.size(2) > 0 &&
+      A.size(1) <= INT32_MAX / 2 && B.size(1) <= INT32_MAX / 2 &&
+      (B.size(1) + tiled::kCols - 1) / tiled::kCols <= 65535 &&
+      std::max(A.size(0), B.size(0)) <= 65535) {
+    return tiled_sum_cuda(A, B, gamma);
+  }
   const int64_t C = A.size(2);
   if (A.scalar_type() != at::kFloat || C > kMaxC || C == 0 || A.size(1) > INT32_MAX / 2 ||
       B.size(1) > INT32_MAX / 2 || cross_smem_bytes(C) > block_smem_limit()) {
