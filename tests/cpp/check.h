@@ -7,18 +7,7 @@
 
 #include <c10/util/Exception.h>
 
-inline int& failures() {
-  static int n = 0;
-  return n;
-}
-
-#define EXPECT(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures();                                                              \
-    }                                                                            \
-  } while (0)
+#include "expect.h"
 
 // Runs f, which must throw a c10::Error whose message contains `needle`.
 inline bool throws_with(const std::function<void()>& f, const std::string& needle) {

@@ -7,6 +7,7 @@
 // threads are real threads); the CUDA tests check it on a GPU. No torch: plain C++.
 #define GENINT_FAST_EMULATE_CUDA 1
 #include "cuda/gauss_sum_tiled.cuh"
+#include "expect.h"
 
 #include <cmath>
 #include <cstdio>
@@ -16,15 +17,6 @@
 
 namespace {
 
-int n_failures = 0;
-
-#define EXPECT(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++n_failures;                                                              \
-    }                                                                            \
-  } while (0)
 
 using genint_fast::tiled::gauss_sum_tiled_kernel;
 
@@ -129,6 +121,6 @@ int main() {
     EXPECT(std::isnan(got[0]));
     EXPECT(std::isfinite(got[1]));
   }
-  std::printf("test_gauss_sum_tiled: %d failure(s)\n", n_failures);
-  return n_failures;
+  std::printf("test_gauss_sum_tiled: %d failure(s)\n", failures());
+  return failures();
 }

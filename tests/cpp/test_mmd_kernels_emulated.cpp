@@ -6,6 +6,7 @@
 // AddressSanitizer, so a read outside the inputs fails too. The CUDA tests check it on a GPU.
 #define GENINT_FAST_EMULATE_CUDA 1
 #include "cuda/mmd_kernels.cuh"
+#include "expect.h"
 
 #include <algorithm>
 #include <cmath>
@@ -15,15 +16,6 @@
 
 namespace {
 
-int n_failures = 0;
-
-#define EXPECT(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++n_failures;                                                              \
-    }                                                                            \
-  } while (0)
 
 namespace mk = genint_fast::mmd_kernels;
 namespace emu = genint_fast::emu;
@@ -96,6 +88,6 @@ int main() {
   check_case<32>({2, 40, 20, 200, false, false}, 4);
   check_case<64>({1, 10, 33, 512, false, false}, 5);  // the widest tier
   check_case<8>({1, 50, 0, 16, false, true}, 6);      // the self term, A is B
-  std::printf("test_mmd_kernels_emulated: %d failure(s)\n", n_failures);
-  return n_failures;
+  std::printf("test_mmd_kernels_emulated: %d failure(s)\n", failures());
+  return failures();
 }

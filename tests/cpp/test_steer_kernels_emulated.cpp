@@ -7,6 +7,7 @@
 // directions (AddressSanitizer). The CUDA tests check the same kernels on a GPU.
 #define GENINT_FAST_EMULATE_CUDA 1
 #include "cuda/steer_kernels.cuh"
+#include "expect.h"
 
 #include <cmath>
 #include <cstdio>
@@ -17,15 +18,6 @@
 
 namespace {
 
-int n_failures = 0;
-
-#define EXPECT(cond)                                                              \
-  do {                                                                           \
-    if (!(cond)) {                                                               \
-      std::fprintf(stderr, "%s:%d: EXPECT failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++n_failures;                                                              \
-    }                                                                            \
-  } while (0)
 
 namespace sk = genint_fast::steer_kernels;
 namespace emu = genint_fast::emu;
@@ -188,6 +180,6 @@ int main() {
                 p.alpha.data(), out.data(), int64_t(4), int64_t(6), 16, 3, true, false, 0.0);
     EXPECT(emu::failed_asserts() > 0);
   }
-  std::printf("test_steer_kernels_emulated: %d failure(s)\n", n_failures);
-  return n_failures;
+  std::printf("test_steer_kernels_emulated: %d failure(s)\n", failures());
+  return failures();
 }
