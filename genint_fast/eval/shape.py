@@ -15,21 +15,17 @@ import torch.nn.functional as F
 __all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "shape_consistency"]
 
 
-def digit_shapes(split="train", n=4000, seed=0):
-    """(N, 3, 32, 32) colour-free digit masks in [0, 1] (white strokes on black, placed at
-    random offsets like the benchmark) and labels, from the benchmark's train or test pool."""
-    from ..data.digits import SIZE, _DIGIT_BOX, _digit_masks, _pools
+def digit_shapes(split="train", n=4000, seed=0, shapes="mnist"):
+    """(N, 3, 32, 32) colour-free digit masks in [0, 1] (white strokes on black, placed like the
+    benchmark places them) and labels, from the benchmark's train or test shape pool."""
+    from ..data.digits import _digit_masks, place_masks, shape_pools
 
-    masks, targets = _digit_masks()
-    train_pool, test_pool = _pools(seed)
-    pool = train_pool if split == "train" else test_pool
+    _, targets = _digit_masks(shapes)
+    pool = shape_pools(seed, shapes)["train" if split == "train" else "test"]
     rng = np.random.Generator(np.random.PCG64([seed, 0x5A4E]))
     src = pool[rng.integers(0, pool.size, n)]
-    off = rng.integers(0, SIZE - _DIGIT_BOX + 1, (n, 2))
-    out = np.zeros((n, SIZE, SIZE), np.float32)
-    for i, (s, (r, c)) in enumerate(zip(src, off)):
-        out[i, r:r + _DIGIT_BOX, c:c + _DIGIT_BOX] = masks[s]
-    x = torch.from_numpy(out)[:, None].expand(-1, 3, -1, -1).contiguous()
+    out = place_masks(src, rng, shapes)
+    x = torch.from_numpy(np.ascontiguousarray(out))[:, None].expand(-1, 3, -1, -1).contiguous()
     return x, torch.from_numpy(targets[src])
 
 
