@@ -244,11 +244,11 @@ def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypat
     monkeypatch.setattr(cgn_train, "style_feature_net",
                         lambda spec, device="cpu", log=None: (net, lambda w: [w[0], w[1], w[2]]))
     images, labels = toy_data()
-    mc = CGNConfig.for_variant("textured", num_classes=3, ch=8, disc="conv")
+    mc = CGNConfig.for_variant("wildlife", num_classes=3, ch=8, disc="conv")
     kw = dict(model_config=mc, log=lambda m: None)
 
     def tc(steps):
-        return CGNTrainConfig.for_variant("textured", steps=steps, batch_size=4, checkpoint_every=0,
+        return CGNTrainConfig.for_variant("wildlife", steps=steps, batch_size=4, checkpoint_every=0,
                                           style_scale=5e5, seed=3, d_noise=d_noise)
 
     s = train_cgn(images, labels, tmp_path / "a.pt", train_config=tc(4), **kw)
@@ -383,7 +383,7 @@ def test_cli_defaults_per_variant_and_overrides():
     assert (mc.init_gain, mc.ch, tc.lambda_mask, tc.steps) == (0.1, 8, 0.5, 7)
     assert tc.style_weights == [0.05, 0.1, 0.01, 0.0] and tc.lr_g == tc.lr_d == 1e-3
     assert tc.style_scale == 50.0            # small feature net; 5e3 (reference) for vgg16
-    mc, tc = _configs(args, None, 4, None)                 # an image folder: "textured"
+    mc, tc = _configs(args, None, 4, None)                 # an image folder: "wildlife"
     assert (mc.disc, mc.init, mc.num_classes) == ("mlp", "normal", 4)
 
 

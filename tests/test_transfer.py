@@ -259,7 +259,7 @@ def test_cli_writes_grid(tmp_path, net):
     out = tmp_path / "grid.png"
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "genint_fast.cli", "transfer", "--content",
-           "digits:textured", "--style", "digits:double-colored", "--features", str(netfile),
+           "digits:wildlife", "--style", "digits:double-colored", "--features", str(netfile),
            "--count", "3", "--steps", "3", "--optimizer", "adam", "--out", str(out),
            "--threads", "2"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -1,7 +1,7 @@
 """Real-image loading: the DALI pipeline against a plain PyTorch DataLoader (Pillow decoding +
 torchvision.transforms.v2 in worker processes), timed in the same run.
 
-Data: 10k 64x64 JPEGs (quality 95) in an image-folder tree, made from the textured biased-digits
+Data: 10k 64x64 JPEGs (quality 95) in an image-folder tree, made from the wildlife biased-digits
 benchmark (quick mode: 2k).  Both loaders: 2 threads (DALI num_threads=2; DataLoader
 num_workers=2), batch 256, standard augmentation (random resized crop to 64x64 + flip),
 normalised float32 NCHW output.  One call = one full epoch; the first epoch (pipeline build,
@@ -25,7 +25,7 @@ def make_jpeg_tree(root: str, n: int, size: int = 64) -> str:
 
     marker = os.path.join(root, f".complete-{n}-{size}")
     if not os.path.exists(marker):
-        ds = make_biased_digits("textured", "train", 0.9, seed=0, n=n)
+        ds = make_biased_digits("wildlife", "train", 0.9, seed=0, n=n)
         save_image_folder(ds, root, fmt="jpg", size=size, quality=95)
         open(marker, "w").close()
     return root

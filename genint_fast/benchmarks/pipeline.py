@@ -79,7 +79,7 @@ def make_setup(device="cpu", generator=None) -> Setup:
     gen = load_generator(spec, device=device)
     d = discover_svd(gen, K)
     net = small_vgg(seed=0, device=device)
-    real = make_biased_digits("textured", "train", 0.9, seed=0, n=512)
+    real = make_biased_digits("wildlife", "train", 0.9, seed=0, n=512)
     size = gen.image_size
     content = real.images.float().div(255)
     if content.shape[-1] != size:

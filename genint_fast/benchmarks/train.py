@@ -17,7 +17,7 @@ from .common import Row
 def _seconds_per_step(producer, steps, warmup, device, threads):
     with tempfile.TemporaryDirectory() as out:
         cfg = load_config(None, [
-            "mode=genint", "model=smallcnn", "num_classes=10", "data=digits:colored:0.9",
+            "mode=genint", "model=smallcnn", "num_classes=10", "data=digits:colored:1.0",
             "data_size=4096", "batch_size=64", "gen_batch_size=32", "lambda1=0.05",
             "generator=random:small32:0", "num_directions=20", "top_k=20", "m=5",
             f"producer={producer}", "queue_size=4", f"steps={steps}", "progress=false",

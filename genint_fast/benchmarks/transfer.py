@@ -5,7 +5,7 @@ Rows:
   biased digits and cached, genint_fast.features.project_small_vgg), reference losses (poly2
   MMD on conv1_1..conv3_1, content conv2_2, 1e6 / 0.1): one batch of B = 8 pairs against a loop
   of 8 single-pair transfers with the same number of steps, for L-BFGS (reference) and Adam.
-  Bar: >= 2x images/s. Content: textured digits, style: double-coloured digits (upsampled).
+  Bar: >= 2x images/s. Content: wildlife digits, style: double-coloured digits (upsampled).
 - CUDA only: VGG19 at 256x256, B = 8 batched against the single loop (images/s in the note);
   VGG19 weights from torchvision's cache when present, otherwise random (the time does not
   depend on the values; the note says which).
@@ -21,11 +21,11 @@ from .common import Row, time_fn
 
 
 def digit_pairs(b, size, device, seed=0):
-    """b content images (textured digits) and b style images (double-coloured digits), in
+    """b content images (wildlife digits) and b style images (double-coloured digits), in
     [0, 1] at size x size, with the content labels."""
     from ..data import make_biased_digits
 
-    c = make_biased_digits("textured", "test-id", rho=0.5, seed=seed, n=max(b, 10))
+    c = make_biased_digits("wildlife", "test-id", rho=0.5, seed=seed, n=max(b, 10))
     s = make_biased_digits("double-colored", "test-id", rho=0.5, seed=seed + 1, n=max(b, 10))
     up = lambda t: F.interpolate(t[:b].float() / 255, size=(size, size), mode="bilinear",  # noqa: E731
                                  align_corners=False).clamp_(0, 1).to(device)

@@ -40,7 +40,7 @@ CHECKPOINT_FORMAT = "genint_fast.small_cgn.v1"
 STYLE_WEIGHTS = {
     "colored": [0.05, 0.1, 0.01, 0.0],
     "double-colored": [0.0, 0.05, 0.0, 0.05],
-    "textured": [0.01, 0.05, 0.0, 0.01],
+    "wildlife": [0.01, 0.05, 0.0, 0.01],
 }
 VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 SMALL_LAYERS = ("conv1_2", "conv2_2", "conv3_1")
@@ -82,7 +82,7 @@ class CGNTrainConfig:
     @classmethod
     def for_variant(cls, variant: str, **overrides) -> "CGNTrainConfig":
         base = dict(lambda_mask=0.1 if variant == "colored" else 0.3,
-                    style_weights=list(STYLE_WEIGHTS.get(variant, STYLE_WEIGHTS["textured"])))
+                    style_weights=list(STYLE_WEIGHTS.get(variant, STYLE_WEIGHTS["wildlife"])))
         base.update(overrides)
         return cls(**base)
 
@@ -165,6 +165,9 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
     device = torch.device(device)
     out = Path(out)
     state = read_cgn_checkpoint(out) if (resume and out.is_file()) else None
+    if state is not None and "D" not in state:
+        raise ValueError(f"{out} holds a generator only (an imported reference checkpoint) and "
+                         f"cannot be resumed; pass another --out to train afresh")
     if state is not None:
         mc = CGNConfig(**state["model_config"])
         if model_config is not None and model_config.to_dict() != mc.to_dict():

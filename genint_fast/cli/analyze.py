@@ -33,7 +33,7 @@ def _common(p):
     p.add_argument("--directions", default=None, metavar="FILE",
                    help="directions file (default: exact SVD directions, --num-directions)")
     p.add_argument("--num-directions", type=int, default=20)
-    p.add_argument("--data", default="digits:colored:0.9",
+    p.add_argument("--data", default="digits:colored:1.0",
                    help="real images: digits:<variant>[:RHO] (its validation split) or "
                         "folder:DIR (class sub-folders)")
     p.add_argument("--n", type=int, default=1000, help="images per set (default 1000)")
@@ -128,12 +128,12 @@ def _real(args, split="val"):
     import torch
 
     if args.data.startswith("digits:"):
-        from ..data.digits import make_biased_digits
+        from ..data.digits import DEFAULT_RHO, make_biased_digits
 
         parts = args.data.split(":")
         variant = parts[1] if len(parts) > 1 else "colored"
         try:
-            rho = float(parts[2]) if len(parts) > 2 else 0.9
+            rho = float(parts[2]) if len(parts) > 2 else DEFAULT_RHO
         except ValueError:
             raise ValueError(f"bad correlation in --data {args.data!r}; give "
                              "digits:<variant>[:RHO] with RHO a number in [0, 1]") from None

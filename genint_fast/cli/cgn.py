@@ -3,7 +3,7 @@ built-in biased digits or an image folder, then write its counterfactual sheet.
 
 Defaults come from the data: for `digits:<variant>` the reference's per-variant choices
 (discriminator, initialisation, mask-entropy weight, style weights); for an image folder the
-"textured" ones. A flag given on the command line overrides them. When --out holds a checkpoint
+"wildlife" ones. A flag given on the command line overrides them. When --out holds a checkpoint
 the run resumes it, and settings not given on the command line are the checkpoint's own.
 Heavy imports (torch, torchvision) happen inside the command, so the CLI starts fast.
 """
@@ -24,11 +24,11 @@ def register(sub) -> None:
     p = sub.add_parser("cgn", help="train the small counterfactual generative network (CGN)",
                        description="Train (or resume) the small 32x32 CGN: shape, texture and "
                                    "background mechanisms; write a counterfactual sheet.")
-    p.add_argument("--data", required=True, metavar="SOURCE",
-                   help="digits:<colored|double-colored|textured>[:RHO] (built-in biased digits, "
+    p.add_argument("--data", metavar="SOURCE",
+                   help="digits:<colored|double-colored|wildlife>[:RHO] (built-in biased digits, "
                         "train split) or an image folder (class sub-folders, resized to 32x32)")
-    p.add_argument("--out", required=True, metavar="CKPT",
-                   help="checkpoint file (resumed if present, unless --no-resume)")
+    p.add_argument("--out", metavar="CKPT",
+                   help="checkpoint file (resumed if present, unless --no-resume); required")
     p.add_argument("--steps", type=int, default=None, help="total steps (default 3000)")
     p.add_argument("--batch-size", type=int, default=None, help="default 32")
     p.add_argument("--lr-g", type=float, default=None, help="generator Adam lr (default 1e-3; the reference 2e-4)")
@@ -52,6 +52,21 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.set_defaults(func=cgn_main)
+    # `genint-fast cgn import ...`: an optional sub-command; without it `cgn` trains
+    sub_cgn = p.add_subparsers(dest="cgn_command", metavar="[import]", required=False)
+    i = sub_cgn.add_parser("import", help="convert the CGN authors' released MNIST checkpoint "
+                           "(weights/ckp.pth) into a checkpoint of this package",
+                           description="Convert a reference MNIST CGN checkpoint "
+                                       "(mnists/experiments/cgn_<variant>_MNIST/weights/ckp.pth "
+                                       "of the authors' repository) into a `genint-fast cgn` "
+                                       "checkpoint (generator only: sample and train on it, "
+                                       "not resume it). Every key and shape is checked.")
+    i.add_argument("reference", metavar="REF.pth", help="the reference checkpoint")
+    i.add_argument("--variant", required=True, choices=("colored", "double-colored", "wildlife"),
+                   help="which of the reference's MNIST variants it was trained on")
+    i.add_argument("--out", required=True, metavar="CKPT", help="the converted checkpoint")
+    i.add_argument("--samples", metavar="PNG", help="also write its counterfactual sheet")
+    i.set_defaults(func=import_main)
 
 
 def _log(msg):
@@ -63,7 +78,7 @@ def _variant(source: str):
     if source.startswith("digits:"):
         parts = source.split(":")
         if len(parts) < 2 or not parts[1]:
-            raise ValueError(f"--data {source!r}: give digits:<colored|double-colored|textured>")
+            raise ValueError(f"--data {source!r}: give digits:<colored|double-colored|wildlife>")
         return parts[1]
     return None
 
@@ -71,6 +86,10 @@ def _variant(source: str):
 def _check_flags(args) -> None:
     """Refuse impossible flag values before any work (CGNConfig / CGNTrainConfig check the
     rest: steps, batch size, lambda, feature net, ch)."""
+    if not args.data or not args.out:
+        raise ValueError("training needs --data SOURCE and --out CKPT (or use `genint-fast cgn "
+                         "import REF.pth --variant V --out CKPT` to convert a reference "
+                         "checkpoint)")
     for flag, value in (("--lr-g", args.lr_g), ("--lr-d", args.lr_d)):
         if value is not None and not value > 0:
             raise ValueError(f"{flag} must be > 0, got {value}")
@@ -107,7 +126,7 @@ def _configs(args, variant, num_classes, state):
         mc = dict(state["model_config"], num_classes=num_classes, **model_over)
         tc = dict(state["train_config"], **train_over)
         return CGNConfig(**mc), CGNTrainConfig(**tc)
-    v = variant or "textured"
+    v = variant or "wildlife"
     return (CGNConfig.for_variant(v, num_classes=num_classes, **model_over),
             CGNTrainConfig.for_variant(v, **train_over))
 
@@ -130,6 +149,9 @@ def cgn_main(args) -> int:
     out = Path(args.out)
     resume = not args.no_resume
     state = read_cgn_checkpoint(out) if (resume and out.is_file()) else None
+    if state is not None and "D" not in state:
+        raise ValueError(f"{out} holds a generator only (an imported reference checkpoint) and "
+                         f"cannot be resumed; pass another --out (or --no-resume to overwrite)")
 
     images, labels, classes = _load_data(args.data)
     _log(f"training data: {images.shape[0]} images, {len(classes)} classes "
@@ -149,6 +171,26 @@ def cgn_main(args) -> int:
         counterfactual_sheet(cgn, args.samples, seed=tc.seed)
         summary["samples"] = str(args.samples)
         _log(f"counterfactual sheet: {args.samples}")
+    _log(json.dumps(summary))
+    return 0
+
+
+def import_main(args) -> int:
+    from ..cgn import load_cgn, mask_statistics
+    from ..cgn.reference import import_reference_checkpoint
+
+    if args.samples and Path(args.samples).is_dir():
+        raise ValueError(f"--samples {args.samples} is a folder; give a .png file name")
+    summary = import_reference_checkpoint(args.reference, args.variant, args.out)
+    cgn = load_cgn(args.out)
+    summary["mask"] = mask_statistics(cgn)
+    if args.samples:
+        from ..cgn import counterfactual_sheet
+
+        counterfactual_sheet(cgn, args.samples)
+        summary["samples"] = str(args.samples)
+    _log(f"imported the reference {args.variant} CGN ({summary['steps']} training steps, "
+         f"{summary['parameters']} parameters) -> {args.out}")
     _log(json.dumps(summary))
     return 0
 

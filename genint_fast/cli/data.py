@@ -1,6 +1,6 @@
 """`genint-fast data ...`: data commands.
 
-    genint-fast data export --variant textured --rho 0.9 --out DIR
+    genint-fast data export --variant wildlife --rho 0.9 --out DIR
     genint-fast data validate DIR
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 # genint_fast.data.digits' VARIANTS, SPLITS, DEFAULT_SIZES and SIZE, copied so that --help does
 # not import torch; tests/test_startup.py checks that they are equal.
-VARIANTS = ("colored", "double-colored", "textured")
+VARIANTS = ("colored", "double-colored", "wildlife")
 SPLITS = ("train", "test-id", "test-ood", "val")
 DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000}
 SIZE = 32

@@ -32,7 +32,7 @@ def register(sub) -> None:
     # ---- gan
     p = sub.add_parser("gan", help="train the small class-conditional 32x32 GAN")
     p.add_argument("--data", required=True, metavar="SOURCE",
-                   help="digits:<colored|double-colored|textured>[:RHO] (built-in biased digits, "
+                   help="digits:<colored|double-colored|wildlife>[:RHO] (built-in biased digits, "
                         "train split) or an image folder (class sub-folders, resized to 32x32)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file (resumed if present)")
     p.add_argument("--steps", type=int, default=2000)
@@ -152,10 +152,12 @@ def _log(msg):
 def load_training_data(source):
     """(images in [-1, 1] (N, 3, 32, 32), int64 labels, class names) from a --data SOURCE."""
     if source.startswith("digits:"):
+        from ..data.digits import DEFAULT_RHO
+
         parts = source.split(":")
         variant = parts[1]
         try:
-            rho = float(parts[2]) if len(parts) > 2 else 0.9
+            rho = float(parts[2]) if len(parts) > 2 else DEFAULT_RHO
         except ValueError:
             raise ValueError(f"bad correlation in --data {source!r}") from None
         try:

@@ -11,7 +11,7 @@ FEATURES_HELP = ("small (the project's small VGG-like net, trained on the biased
                  "cached the first time), vgg19 (torchvision's cache, never downloaded), "
                  "vgg19:PATH (a VGG19 state dict), or a file saved by genint_fast.features."
                  "save_small_vgg")
-SOURCE_HELP = ("digits:<colored|double-colored|textured>[:RHO] (built-in biased digits, test-id "
+SOURCE_HELP = ("digits:<colored|double-colored|wildlife>[:RHO] (built-in biased digits, test-id "
                "split) or an image folder (class sub-folders or flat)")
 
 
@@ -61,10 +61,11 @@ def load_images(source, count, size, seed, what):
 
     if source.startswith("digits:"):
         from ..data import make_biased_digits
+        from ..data.digits import DEFAULT_RHO
 
         parts = source.split(":")
         try:
-            rho = float(parts[2]) if len(parts) > 2 else 0.9
+            rho = float(parts[2]) if len(parts) > 2 else DEFAULT_RHO
         except ValueError:
             raise ValueError(f"bad correlation in --{what} {source!r}") from None
         ds = make_biased_digits(parts[1], "test-id", rho=rho, seed=seed, n=max(count, 10))
