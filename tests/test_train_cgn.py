@@ -181,3 +181,62 @@ def test_cli_train_and_eval_an_ensemble_checkpoint(tmp_path, cgn_ckpt, capsys):
     res = json.loads(capsys.readouterr().out.strip())
     assert res["images"]["n"] == 60
     assert res["rows"][0]["top1"] == pytest.approx(summary["test-ood"]["top1"])
+
+
+# ------------------------------------------------- the reference classifier protocol (issue 21)
+def test_a_fixed_counterfactual_set_is_drawn_once_and_counts_the_epochs(tmp_path, cgn_ckpt):
+    """cgn_set=N: N counterfactuals drawn before training (cgn_per_mask per mask: consecutive
+    groups share a shape class and mask), stored as uint8; mode cgn counts epochs over the set;
+    each epoch visits every image once, in a seeded order."""
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=cgn", "cgn_set=48", "cgn_per_mask=4", "epochs=2",
+               "cgn_labels=permute")
+    tr = Trainer(cfg, log=lambda *_: None)
+    assert tr.cf_set_images.shape == (48, 3, 32, 32) and tr.cf_set_images.dtype == torch.uint8
+    shapes = tr.cf_set_heads[:, 0].view(12, 4)
+    assert (shapes == shapes[:, :1]).all()                 # 4 counterfactuals per mask
+    assert tr.cfg.steps == 2 * (48 // 12)                  # epochs of the set, not of real data
+    seen = []
+    for step in range(4):
+        x, y, heads = tr.make_generated(step)["counterfactual"]
+        assert torch.equal(heads[:, 0], y) and x.shape == (12, 3, 32, 32)
+        seen.append(x)
+    flat = torch.cat(seen).mul(255).round().to(torch.uint8)
+    # one epoch = every stored image once (compare as multisets of rows)
+    key = lambda t: sorted(map(bytes, t.flatten(1).numpy()))  # noqa: E731
+    assert key(flat) == key(tr.cf_set_images)
+    # a second trainer with the same seed draws the same set and the same batches
+    tr2 = Trainer(cfg, log=lambda *_: None)
+    assert torch.equal(tr2.cf_set_images, tr.cf_set_images)
+    assert torch.equal(tr2.make_generated(3)["counterfactual"][0], seen[3])
+    tr.fit()
+
+
+def test_adadelta_with_the_reference_schedule(tmp_path, cgn_ckpt):
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=cgn", "cgn_set=24", "optimizer=adadelta", "lr=1.0",
+               "lr_gamma=0.7", "lr_step_epochs=1", "epochs=3", "weight_decay=0")
+    tr = Trainer(cfg, log=lambda *_: None)
+    assert isinstance(tr.optimizer, torch.optim.Adadelta)
+    tr.fit()
+    # 3 epochs of 2 steps: the rate fell by 0.7 after each epoch
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(0.7 ** 3)
+
+
+@pytest.mark.parametrize("kv, msg", [("optimizer=adam", "optimizer"), ("cgn_set=5", "cgn_set")])
+def test_bad_protocol_keys_are_refused(tmp_path, cgn_ckpt, kv, msg):
+    with pytest.raises(ValueError, match=msg):
+        tiny(tmp_path, cgn_ckpt, "mode=cgn", kv)
+
+
+def test_digits_are_not_mirrored_unless_asked():
+    """The digits' augmentation is a random crop of the 4-padded image; hflip=true adds
+    horizontal flips (a mirrored digit is another shape, so they are off by default)."""
+    from genint_fast.train.trainer import RealData
+
+    x = torch.zeros(64, 3, 32, 32, dtype=torch.uint8)
+    x[:, :, 8:24, 4:8] = 255                     # a bar on the left half
+    for flip, expect_right in ((False, False), (True, True)):
+        data = RealData(x, torch.zeros(64, dtype=torch.long), batch_size=64, seed=0,
+                        device="cpu", augment=True, flip=flip)
+        xb, _ = data.batch(0)
+        right = xb[:, 0, :, 16:].sum((1, 2)) > xb[:, 0, :, :16].sum((1, 2))
+        assert bool(right.any()) == expect_right

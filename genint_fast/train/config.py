@@ -61,13 +61,15 @@ class TrainConfig:
                                   "torchvision weights; half for digits + smallcnn; an init "
                                   "checkpoint's own) | imagenet | half ((x - 0.5) / 0.5)")
     # data
-    data: str = _key("digits:colored:0.9", "training images: digits:<colored|double-colored|"
-                                           "textured>[:RHO] (built in) or folder:DIR "
+    data: str = _key("digits:colored:1.0", "training images: digits:<colored|double-colored|"
+                                           "wildlife>[:RHO] (built in) or folder:DIR "
                                            "(DIR/<class>/<image>)")
     data_size: int = _key(10000, "digits: training images drawn from the built-in split")
     data_seed: int = _key(0, "digits: seed of the built-in benchmark")
     augment: bool = _key(True, "augment real images, seeded per step: digits random crop (pad 4) "
-                               "+ flip; folders random resized crop + flip (SPEC 6)")
+                               "(+ flip if hflip); folders random resized crop + flip (SPEC 6)")
+    hflip: bool | None = _key(None, "horizontal flips in the digits' augmentation; null = off "
+                                    "(a mirrored digit is another shape; folders always flip)")
     augment_generated: bool = _key(True, "the real stream's augmentation on every other stream "
                                          "(generated, intervened, transferred, counterfactual)")
     image_size: int = _key(224, "folder data: training resolution in pixels (digits are 32)")
@@ -120,6 +122,9 @@ class TrainConfig:
     cgn_per_mask: int = _key(1, "counterfactuals drawn per shape mask")
     cgn_labels: str = _key("uniform", "counterfactual classes: uniform (independent) | permute "
                                       "(reference code)")
+    cgn_set: int = _key(0, "0: fresh counterfactuals every step; N: one fixed set of N drawn "
+                           "before training (the reference's protocol; mode cgn then counts "
+                           "epochs over it)")
     lambda_cgn: float | None = _key(None, "weight of the counterfactual stream; null = lambda1 "
                                           "(mode cgn: the only stream, weight 1)")
     # producers
@@ -129,9 +134,11 @@ class TrainConfig:
     epochs: float | None = _key(None, "training length in epochs of the real data; when set it "
                                       "replaces steps")
     steps: int = _key(1000, "training steps (when epochs is null)")
-    lr: float = _key(0.1, "SGD learning rate")
+    optimizer: str = _key("sgd", "sgd (momentum, weight_decay) | adadelta (the CGN reference "
+                                 "classifier: lr 1.0, lr_gamma 0.7 every epoch)")
+    lr: float = _key(0.1, "learning rate")
     momentum: float = _key(0.9, "SGD momentum")
-    weight_decay: float = _key(1e-4, "SGD weight decay")
+    weight_decay: float = _key(1e-4, "weight decay")
     lr_step_epochs: float = _key(30.0, "multiply the learning rate by lr_gamma every this many "
                                        "epochs")
     lr_gamma: float = _key(0.1, "learning-rate decay factor (1 = constant)")
@@ -217,6 +224,11 @@ class TrainConfig:
                 bad("cgn_labels", f'must be "uniform" or "permute", got {self.cgn_labels!r}')
             if self.cgn_batch_size < 1 or self.cgn_per_mask < 1:
                 bad("cgn_batch_size/cgn_per_mask", "must be >= 1")
+            if self.cgn_set < 0 or (0 < self.cgn_set < self.cgn_batch_size):
+                bad("cgn_set", f"must be 0 (streamed) or at least cgn_batch_size "
+                               f"({self.cgn_batch_size}), got {self.cgn_set}")
+        elif self.cgn_set:
+            bad("cgn_set", "needs a counterfactual stream (set cgn=CKPT)")
         if self.lambda_cgn is not None and self.lambda_cgn < 0:
             bad("lambda_cgn", f"must be null or a number >= 0, got {self.lambda_cgn!r}")
         if self.heads == "ensemble" and self.cgn is None:
@@ -224,6 +236,8 @@ class TrainConfig:
                          "and background heads learn from counterfactual labels only")
         if self.model not in MODELS:
             bad("model", f"must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.optimizer not in ("sgd", "adadelta"):
+            bad("optimizer", f'must be "sgd" or "adadelta", got {self.optimizer!r}')
         if self.forward not in ("concat", "separate"):
             bad("forward", f'must be "concat" or "separate", got {self.forward!r}')
         if self.producer not in ("thread", "inline"):
@@ -378,7 +392,7 @@ def config_help() -> str:
 
 def parse_data_spec(spec: str):
     """"digits:<variant>[:rho]" -> (variant, rho); "folder:<DIR>" -> ("folder", DIR)."""
-    from ..data.digits import VARIANTS
+    from ..data.digits import DEFAULT_RHO, VARIANTS, canonical_variant
 
     if str(spec).startswith("folder:"):
         root = str(spec)[len("folder:"):]
@@ -387,11 +401,13 @@ def parse_data_spec(spec: str):
                              f"data=folder:DIR with DIR/<class>/<image> files")
         return "folder", root
     parts = str(spec).split(":")
+    if len(parts) > 1:
+        parts[1] = canonical_variant(parts[1])
     if parts[0] != "digits" or len(parts) not in (2, 3) or parts[1] not in VARIANTS:
         raise ValueError(f"invalid config: data must be digits:<{'|'.join(VARIANTS)}>[:RHO] "
                          f"or folder:<DIR>, got {spec!r}")
     try:
-        rho = float(parts[2]) if len(parts) == 3 else 0.9
+        rho = float(parts[2]) if len(parts) == 3 else DEFAULT_RHO
     except ValueError:
         raise ValueError(f"invalid config: data has a bad rho in {spec!r}") from None
     if not 0 <= rho <= 1:

@@ -63,7 +63,8 @@ class RealData:
     prefetch = False
 
     def __init__(self, images, labels, *, batch_size, seed, device, augment=True, rank=0,
-                 world=1, autoaugment=None):
+                 world=1, autoaugment=None, flip=False):
+        self.flip = bool(flip)
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.n = self.images.shape[0]
@@ -99,15 +100,16 @@ class RealData:
                 raw = torch.stack([self.autoaugment(img) for img in raw])
         x = raw.float().div_(255)
         if self.augment:
-            x = random_crop_flip(x, _gen(step_seed(self.seed, step, "aug"), "cpu"))
+            x = random_crop_flip(x, _gen(step_seed(self.seed, step, "aug"), "cpu"), flip=self.flip)
         return x, self.labels[idx]
 
     def augment_like_real(self, x, step: int, stream: str):
-        """The real stream's augmentation (random crop of the 4-padded image + flip) applied to
-        images x in [0, 1] of another stream, seeded by (seed, step, stream)."""
+        """The real stream's augmentation (random crop of the 4-padded image, + flip if on)
+        applied to images x in [0, 1] of another stream, seeded by (seed, step, stream)."""
         if not self.augment:
             return x
-        return random_crop_flip(x, _gen(step_seed(self.seed, step, f"aug-{stream}"), "cpu"))
+        return random_crop_flip(x, _gen(step_seed(self.seed, step, f"aug-{stream}"), "cpu"),
+                                flip=self.flip)
 
     def random_images(self, step: int, n: int, stream: str):
         """n real images in [0, 1] drawn uniformly (with replacement, no augmentation) by a
@@ -216,11 +218,12 @@ class FolderData:
                 self.labels[idx].to(self.device))
 
 
-def random_crop_flip(x, g: torch.Generator, pad=4):
-    """Per-image random crop of the zero-padded image (pad 4) and horizontal flip (p = 0.5)."""
+def random_crop_flip(x, g: torch.Generator, pad=4, flip=True):
+    """Per-image random crop of the zero-padded image (pad 4) and, if flip, horizontal flip
+    (p = 0.5)."""
     b, _, h, w = x.shape
     offs = torch.randint(0, 2 * pad + 1, (b, 2), generator=g).tolist()
-    flips = (torch.rand(b, generator=g) < 0.5).tolist()
+    flips = (torch.rand(b, generator=g) < 0.5).tolist() if flip else [False] * b
     xp = F.pad(x, (pad, pad, pad, pad))
     out = torch.stack([xp[j, :, oy:oy + h, ox:ox + w] for j, (oy, ox) in enumerate(offs)])
     flip_idx = [j for j, f in enumerate(flips) if f]
@@ -327,20 +330,26 @@ class Trainer:
                 cfg, "train", cfg.data_size)
             self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
                                  device=self.device, augment=cfg.augment, rank=rank,
-                                 world=world, autoaugment=autoaug)
+                                 world=world, autoaugment=autoaug, flip=bool(cfg.hflip))
         num_classes = self._num_classes(cfg, kind, where, labels, given_data=data is not None)
+        self.cfg = cfg = dataclasses.replace(cfg, num_classes=num_classes)
+        self.counterfactuals = self._build_counterfactuals()
+        self.cf_set = self._build_counterfactual_set()
+        # what an epoch counts: the counterfactual set in mode cgn with a fixed set, else the
+        # real training images
+        epoch_data = self.cf_set if (cfg.mode == "cgn" and self.cf_set is not None) else self.data
         init_state, init_norm = (read_init_weights(cfg.init_weights) if cfg.init_weights
                                  else (None, None))
         # The run's resolved settings (classes, normalisation, length) are what the checkpoint
         # records, so evaluation and resume read them back as they were used.
-        steps = (max(1, math.ceil(cfg.epochs * self.data.per_epoch)) if cfg.epochs is not None
+        steps = (max(1, math.ceil(cfg.epochs * epoch_data.per_epoch)) if cfg.epochs is not None
                  else cfg.steps)
         self.cfg = cfg = dataclasses.replace(cfg, num_classes=num_classes, steps=steps,
                                              normalize=resolve_normalize(cfg, init_norm))
         self.normalise = make_normaliser(cfg.normalize)
         say(f"classifier: {cfg.model}, {num_classes} classes, inputs normalised "
             f"{cfg.normalize}" + (f", initialised from {cfg.init_weights}" if cfg.init_weights
-                                  else "") + f"; {steps} steps of {self.data.per_epoch} per epoch")
+                                  else "") + f"; {steps} steps of {epoch_data.per_epoch} per epoch")
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.num_classes, cfg.heads)
         if init_state is not None:
@@ -354,9 +363,13 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
             self.forward_model = DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        step_size = max(1, int(round(cfg.lr_step_epochs * self.data.per_epoch)))
+        if cfg.optimizer == "adadelta":
+            self.optimizer = torch.optim.Adadelta(self.model.parameters(), lr=cfg.lr,
+                                                  weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
+                                             momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        step_size = max(1, int(round(cfg.lr_step_epochs * epoch_data.per_epoch)))
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size,
                                                          gamma=cfg.lr_gamma)
         amp_on = self.device.type == "cuda" and cfg.amp != "none"
@@ -366,7 +379,6 @@ class Trainer:
         self.step = 0
         self.sampler = self._build_sampler()
         self.transfer = self._build_transfer()
-        self.counterfactuals = self._build_counterfactuals()
         self.producer = None
 
     def _num_classes(self, cfg, kind, where, labels, *, given_data=False) -> int:
@@ -469,6 +481,34 @@ class Trainer:
                                      per_mask=cfg.cgn_per_mask, labels=cfg.cgn_labels,
                                      seed=step_seed(cfg.seed, self.rank, "counterfactual"))
 
+    def _build_counterfactual_set(self):
+        """cgn_set > 0: one fixed set of counterfactuals drawn before training (the reference
+        classifier's protocol: cgn_per_mask redraws of texture and background per mask), kept
+        as uint8 like the real images and served by a RealData whose 'labels' are indices
+        into the set, so each epoch is a seeded permutation and a batch is a pure function of
+        (seed, step)."""
+        cfg = self.cfg
+        if self.counterfactuals is None or not cfg.cgn_set:
+            return None
+        import time as _time
+
+        cf, t0 = self.counterfactuals, _time.perf_counter()
+        cf.rng.manual_seed(step_seed(cfg.seed, 0, "cgn-set"))
+        chunk = max(cfg.cgn_per_mask, (1000 // cfg.cgn_per_mask) * cfg.cgn_per_mask)
+        xs, heads = [], []
+        while sum(x.shape[0] for x in xs) < cfg.cgn_set:
+            images, _, record = cf.sample(min(chunk, cfg.cgn_set - sum(x.shape[0] for x in xs)))
+            xs.append(self._to_real_range(images).mul(255).round_().clamp_(0, 255)
+                      .to(torch.uint8).cpu())
+            heads.append(record.labels().cpu())
+        self.cf_set_images, self.cf_set_heads = torch.cat(xs), torch.cat(heads)
+        self.log(f"counterfactual set: {self.cf_set_images.shape[0]} images, "
+                 f"{cfg.cgn_per_mask} per mask, drawn in {_time.perf_counter() - t0:.1f} s")
+        return RealData(self.cf_set_images, torch.arange(self.cf_set_images.shape[0]),
+                        batch_size=cfg.cgn_batch_size, seed=step_seed(cfg.seed, 0, "cgn-perm"),
+                        device=self.device, augment=cfg.augment and cfg.augment_generated,
+                        rank=self.rank, world=self.world, flip=bool(cfg.hflip))
+
     def _build_transfer(self):
         cfg = self.cfg
         if cfg.mode not in ("stylized", "genint-transfer"):
@@ -526,7 +566,11 @@ class Trainer:
             if cfg.augment_generated:
                 images = self.data.augment_like_real(images, step, "transferred")
             out["transferred"] = (images, labels)
-        if self.counterfactuals is not None:
+        if self.cf_set is not None:
+            x, idx = self.cf_set.batch(step)
+            heads = self.cf_set_heads[idx.cpu()].to(x.device)
+            out["counterfactual"] = (x, heads[:, 0], heads)
+        elif self.counterfactuals is not None:
             cf = self.counterfactuals
             cf.rng.manual_seed(step_seed(cfg.seed, step, f"cgn{self.rank}"))
             images, labels, record = cf.sample()
