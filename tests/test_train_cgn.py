@@ -240,3 +240,20 @@ def test_digits_are_not_mirrored_unless_asked():
         xb, _ = data.batch(0)
         right = xb[:, 0, :, 16:].sum((1, 2)) > xb[:, 0, :, :16].sum((1, 2))
         assert bool(right.any()) == expect_right
+
+
+def test_a_resampled_set_is_fresh_every_epoch_and_a_function_of_the_epoch(tmp_path, cgn_ckpt):
+    """(The tiny CGN's images are nearly constant, so the drawn classes tell the sets apart.)"""
+    cfg = tiny(tmp_path, cgn_ckpt, "mode=cgn", "cgn_set=24", "cgn_resample=true", "epochs=3")
+    tr = Trainer(cfg, log=lambda *_: None)
+    first = tr.cf_set_heads.clone()
+    x_e1, y_e1, _ = tr.make_generated(2)["counterfactual"]     # epoch 1 (2 steps per epoch)
+    assert not torch.equal(tr.cf_set_heads, first)
+    second = tr.cf_set_heads.clone()
+    tr.make_generated(0)                                        # back to epoch 0: same set
+    assert torch.equal(tr.cf_set_heads, first)
+    tr2 = Trainer(cfg, log=lambda *_: None)
+    x2, y2, _ = tr2.make_generated(2)["counterfactual"]
+    assert torch.equal(x2, x_e1) and torch.equal(y2, y_e1)
+    assert torch.equal(tr2.cf_set_heads, second)
+    tr.fit()

@@ -125,6 +125,8 @@ class TrainConfig:
     cgn_set: int = _key(0, "0: fresh counterfactuals every step; N: one fixed set of N drawn "
                            "before training (the reference's protocol; mode cgn then counts "
                            "epochs over it)")
+    cgn_resample: bool = _key(False, "with cgn_set: a fresh set every epoch (streamed "
+                                     "counterfactuals counted in epochs of cgn_set)")
     lambda_cgn: float | None = _key(None, "weight of the counterfactual stream; null = lambda1 "
                                           "(mode cgn: the only stream, weight 1)")
     # producers

@@ -482,32 +482,46 @@ class Trainer:
                                      seed=step_seed(cfg.seed, self.rank, "counterfactual"))
 
     def _build_counterfactual_set(self):
-        """cgn_set > 0: one fixed set of counterfactuals drawn before training (the reference
+        """cgn_set > 0: a set of counterfactuals drawn before training (the reference
         classifier's protocol: cgn_per_mask redraws of texture and background per mask), kept
         as uint8 like the real images and served by a RealData whose 'labels' are indices
         into the set, so each epoch is a seeded permutation and a batch is a pure function of
-        (seed, step)."""
+        (seed, step). cgn_resample: a fresh set for every epoch, drawn from (seed, epoch)."""
         cfg = self.cfg
         if self.counterfactuals is None or not cfg.cgn_set:
             return None
-        import time as _time
-
-        cf, t0 = self.counterfactuals, _time.perf_counter()
-        cf.rng.manual_seed(step_seed(cfg.seed, 0, "cgn-set"))
-        chunk = max(cfg.cgn_per_mask, (1000 // cfg.cgn_per_mask) * cfg.cgn_per_mask)
-        xs, heads = [], []
-        while sum(x.shape[0] for x in xs) < cfg.cgn_set:
-            images, _, record = cf.sample(min(chunk, cfg.cgn_set - sum(x.shape[0] for x in xs)))
-            xs.append(self._to_real_range(images).mul(255).round_().clamp_(0, 255)
-                      .to(torch.uint8).cpu())
-            heads.append(record.labels().cpu())
-        self.cf_set_images, self.cf_set_heads = torch.cat(xs), torch.cat(heads)
-        self.log(f"counterfactual set: {self.cf_set_images.shape[0]} images, "
-                 f"{cfg.cgn_per_mask} per mask, drawn in {_time.perf_counter() - t0:.1f} s")
+        self._cf_set_epoch = None
+        self._draw_counterfactual_set(0)
         return RealData(self.cf_set_images, torch.arange(self.cf_set_images.shape[0]),
                         batch_size=cfg.cgn_batch_size, seed=step_seed(cfg.seed, 0, "cgn-perm"),
                         device=self.device, augment=cfg.augment and cfg.augment_generated,
                         rank=self.rank, world=self.world, flip=bool(cfg.hflip))
+
+    def _draw_counterfactual_set(self, epoch: int) -> None:
+        cfg = self.cfg
+        key = epoch if cfg.cgn_resample else 0
+        if self._cf_set_epoch == key:
+            return
+        import time as _time
+
+        cf, t0 = self.counterfactuals, _time.perf_counter()
+        cf.rng.manual_seed(step_seed(cfg.seed, key, "cgn-set"))
+        chunk = max(cfg.cgn_per_mask, (1000 // cfg.cgn_per_mask) * cfg.cgn_per_mask)
+        xs, heads, n = [], [], 0
+        while n < cfg.cgn_set:
+            images, _, record = cf.sample(min(chunk, cfg.cgn_set - n))
+            xs.append(self._to_real_range(images).mul(255).round_().clamp_(0, 255)
+                      .to(torch.uint8))
+            heads.append(record.labels())
+            n += images.shape[0]
+        self.cf_set_images, self.cf_set_heads = torch.cat(xs), torch.cat(heads)
+        if getattr(self, "cf_set", None) is not None:
+            self.cf_set.images = self.cf_set_images.to(self.device)
+        self._cf_set_epoch = key
+        if key == 0 or not cfg.cgn_resample:
+            self.log(f"counterfactual set: {n} images, {cfg.cgn_per_mask} per mask"
+                     f"{', drawn anew every epoch' if cfg.cgn_resample else ''} "
+                     f"({_time.perf_counter() - t0:.1f} s)")
 
     def _build_transfer(self):
         cfg = self.cfg
@@ -567,8 +581,9 @@ class Trainer:
                 images = self.data.augment_like_real(images, step, "transferred")
             out["transferred"] = (images, labels)
         if self.cf_set is not None:
+            self._draw_counterfactual_set(self.cf_set.epoch_of(step))
             x, idx = self.cf_set.batch(step)
-            heads = self.cf_set_heads[idx.cpu()].to(x.device)
+            heads = self.cf_set_heads[idx.to(self.cf_set_heads.device)].to(x.device)
             out["counterfactual"] = (x, heads[:, 0], heads)
         elif self.counterfactuals is not None:
             cf = self.counterfactuals
