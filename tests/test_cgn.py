@@ -383,8 +383,18 @@ def test_cli_defaults_per_variant_and_overrides():
     assert (mc.init_gain, mc.ch, tc.lambda_mask, tc.steps) == (0.1, 8, 0.5, 7)
     assert tc.style_weights == [0.05, 0.1, 0.01, 0.0] and tc.lr_g == tc.lr_d == 1e-3
     assert tc.style_scale == 50.0            # small feature net; 5e3 (reference) for vgg16
-    mc, tc = _configs(args, None, 4, None)                 # an image folder: "wildlife"
-    assert (mc.disc, mc.init, mc.num_classes) == ("mlp", "normal", 4)
+    mc, tc = _configs(args, None, 4, None)                 # an image folder: the colored choices
+    assert (mc.disc, mc.init, mc.init_gain, mc.num_classes) == ("mlp", "orthogonal", 0.1, 4)
+    assert tc.lambda_mask == 0.5                            # (given on the command line)
+    # the reference preset: the authors' small CGN, flags still override
+    args = build_parser().parse_args(["cgn", "--data", "digits:wildlife", "--out", "x",
+                                      "--preset", "reference", "--steps", "9"])
+    mc, tc = _configs(args, "wildlife", 10, None)
+    assert (mc.ch, mc.out_batchnorm, mc.d_spectral_norm, mc.disc) == (64, True, False, "conv")
+    assert (mc.init, mc.init_gain) == ("normal", 0.03)
+    assert (tc.lr_g, tc.lr_d, tc.batch_size, tc.steps, tc.betas) == (2e-4, 2e-4, 16, 9,
+                                                                      (0.5, 0.999))
+    assert tc.lambda_mask == 0.3 and tc.style_weights == [0.01, 0.05, 0.0, 0.01]
 
 
 def test_cli_trains_resumes_and_writes_the_sheet(tmp_path, capsys):
@@ -396,7 +406,7 @@ def test_cli_trains_resumes_and_writes_the_sheet(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["steps"] == 2 and summary["classes"] == ["a", "b"]
-    assert summary["model_config"]["disc"] == "mlp" and summary["train_config"]["lambda_mask"] == 0.3
+    assert summary["model_config"]["disc"] == "mlp" and summary["train_config"]["lambda_mask"] == 0.1
     assert 0 < summary["mask"]["mean"] < 1 and summary["mask"]["n"] == 500
     assert any(line.startswith("cgn step 2/2") for line in lines)
     cgn = load_cgn(ckpt)
@@ -469,3 +479,53 @@ def test_discriminators_score_each_image_and_spectral_norm_is_applied(disc, sn):
         assert not normed
     # the label matters: the same image scored under another class differs
     assert not torch.allclose(d.eval()(x, y), d(x, (y + 1) % 4))
+
+
+def test_presets_load_and_match_the_reference_facts():
+    from genint_fast.cgn.presets import PRESETS, REFERENCE_STEPS, preset_configs
+
+    assert PRESETS == ("default", "reference")
+    for variant in ("colored", "double-colored", "wildlife", None):
+        for preset in PRESETS:
+            mc, tc = preset_configs(preset, variant)
+            SmallCGN(mc)                                   # builds
+            assert tc.steps == (REFERENCE_STEPS if preset == "reference" else 3000)
+    mc, tc = preset_configs("reference", "colored")
+    assert REFERENCE_STEPS == 48000 and tc.batch_size == 16 and mc.disc == "mlp"
+    # the reference architecture is the one the authors' checkpoints load into
+    from genint_fast.cgn.reference import REFERENCE_CONFIG
+    ref = SmallCGN(REFERENCE_CONFIG("colored"))
+    assert {k: v.shape for k, v in SmallCGN(mc).state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()}
+    with pytest.raises(ValueError, match="unknown CGN preset"):
+        preset_configs("fast")
+
+
+def _cgn_with_masks(mask_fn):
+    """A SmallCGN whose shape mechanism is replaced by a hand-made mask."""
+    cgn = SmallCGN(CGNConfig(ch=8)).eval()
+    cgn.mask = lambda u, y: mask_fn(u.shape[0]).clamp(MASK_MIN, MASK_MAX)
+    return cgn
+
+
+def test_the_failed_decomposition_warning_fires_on_a_hand_made_failure():
+    from genint_fast.cgn import decomposition_warnings, mask_statistics
+
+    def disc(n):                 # a centred blob covering ~18% of the image: a good mask
+        yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+        m = (((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 7.7 ** 2).float()
+        return m.expand(n, 1, 32, 32)
+
+    good = mask_statistics(_cgn_with_masks(disc))
+    assert abs(good["mean"] - 0.18) < 0.02 and good["border_mean"] < 0.01
+    assert decomposition_warnings(good, 0.18) == []
+    # the failure seen on a colored MNIST folder: masks that cover the background
+    inverse = mask_statistics(_cgn_with_masks(lambda n: 1 - disc(n)))
+    warnings = decomposition_warnings(inverse, 0.18)
+    assert any("cover the image border" in w for w in warnings)
+    assert any("far from the data's foreground share" in w for w in warnings)
+    assert any("cover the image border" in w for w in decomposition_warnings(inverse))
+    empty = mask_statistics(_cgn_with_masks(lambda n: torch.zeros(n, 1, 32, 32)))
+    assert any("almost empty" in w for w in decomposition_warnings(empty))
+    soft = mask_statistics(_cgn_with_masks(lambda n: torch.full((n, 1, 32, 32), 0.3)))
+    assert any("near 0 or 1" in w for w in decomposition_warnings(soft))

@@ -18,7 +18,7 @@ import torch
 from .small import SmallCGN, composite
 
 __all__ = ["CounterfactualRecord", "CounterfactualSampler", "counterfactual_sheet",
-           "mask_statistics"]
+           "mask_statistics", "decomposition_warnings"]
 
 
 @dataclass
@@ -121,8 +121,35 @@ def mask_statistics(cgn: SmallCGN, n=500, seed=0) -> dict:
     g = torch.Generator(device=cgn.device).manual_seed(seed)
     y = torch.randint(cgn.num_classes, (n,), generator=g, device=cgn.device)
     m = cgn.eval().mask(cgn.sample_noise(n, g), y)
+    border = torch.ones_like(m[:1], dtype=torch.bool)
+    border[..., 2:-2, 2:-2] = False            # the outer 2-pixel ring of the image
     return {"mean": m.mean().item(), "binary_share": ((m < 0.1) | (m > 0.9)).float().mean().item(),
-            "entropy_bits": mask_entropy(m).item(), "n": n}
+            "entropy_bits": mask_entropy(m).item(),
+            "border_mean": m[border.expand_as(m)].mean().item(), "n": n}
+
+
+def decomposition_warnings(stats: dict, foreground_share: float | None = None) -> list:
+    """Sentences saying why a CGN's masks look like a failed decomposition (empty list: none):
+    masks that cover the image border (the background of object-centred images), masks far
+    larger or smaller than the data's foreground share (when it is known: the built-in digits'
+    strokes), almost empty masks, or masks that are not near-binary."""
+    out = []
+    mean, border = stats["mean"], stats.get("border_mean", 0.0)
+    if border > 0.5:
+        out.append(f"the masks cover the image border (mean mask {border:.2f} on the outer "
+                   f"2 pixels): the shape mechanism draws the background, not the object")
+    if foreground_share is not None and not 0.5 * foreground_share <= mean <= 2 * foreground_share:
+        out.append(f"the mean mask ({mean:.2f}) is far from the data's foreground share "
+                   f"({foreground_share:.2f})")
+    elif mean > 0.6:
+        out.append(f"the masks cover most of the image (mean {mean:.2f})")
+    if mean < 0.02:
+        out.append(f"the masks are almost empty (mean {mean:.3f}): the background mechanism "
+                   f"draws the whole image")
+    if stats["binary_share"] < 0.6:
+        out.append(f"only {stats['binary_share']:.0%} of mask values are near 0 or 1: the "
+                   f"mechanisms blend instead of composing")
+    return out
 
 
 @torch.no_grad()

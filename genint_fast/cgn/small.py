@@ -25,6 +25,7 @@ __all__ = ["CGNConfig", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator", "sh
            "composite", "build_discriminator", "MASK_MIN", "MASK_MAX", "CGNOutput"]
 
 MASK_MIN, MASK_MAX = 1e-4, 0.9999
+DISCRIMINATORS = ("mlp", "mlp-projection", "conv", "projection")
 
 
 @dataclass
@@ -36,8 +37,9 @@ class CGNConfig:
     image_size: int = 32      # fixed by the two up-sampling steps from 8x8
     init: str = "orthogonal"  # orthogonal | normal
     init_gain: float = 0.1    # reference: 0.1 colored, 0.2 double-colored, normal 0.03 textures
-    disc: str = "mlp"         # mlp (reference: colour variants) | conv (reference: textures) |
-                              # projection (the small GAN's residual projection D)
+    disc: str = "mlp"         # mlp (reference: colour variants) | mlp-projection (the same MLP,
+                              # label by projection) | conv (reference: textures) | projection
+                              # (the small GAN's residual projection D)
     out_batchnorm: bool = False  # the reference's BatchNorm before the textures' tanh (see README)
     d_spectral_norm: bool = True  # spectral norm on D's layers (not in the reference; see README)
 
@@ -49,9 +51,9 @@ class CGNConfig:
                 raise ValueError(f"CGN config: {name} must be >= 1, got {getattr(self, name)}")
         if self.init not in ("orthogonal", "normal"):
             raise ValueError(f'CGN config: init must be "orthogonal" or "normal", got {self.init!r}')
-        if self.disc not in ("mlp", "conv", "projection"):
-            raise ValueError(f'CGN config: disc must be "mlp", "conv" or "projection", got '
-                             f'{self.disc!r}')
+        if self.disc not in DISCRIMINATORS:
+            raise ValueError(f"CGN config: disc must be one of {', '.join(DISCRIMINATORS)}, got "
+                             f"{self.disc!r}")
         if not self.init_gain > 0:
             raise ValueError(f"CGN config: init_gain must be > 0, got {self.init_gain}")
 
@@ -65,7 +67,7 @@ class CGNConfig:
         disc="conv" gives)."""
         base = {"colored": dict(init="orthogonal", init_gain=0.1),
                 "double-colored": dict(init="orthogonal", init_gain=0.2),
-                "textured": dict(init="normal", init_gain=0.03)}.get(
+                "wildlife": dict(init="normal", init_gain=0.03)}.get(
                     variant, dict(init="normal", init_gain=0.03))
         base.update(overrides)
         return cls(**base)
@@ -208,19 +210,28 @@ class SmallCGN(nn.Module):
 
 class MLPDiscriminator(nn.Module):
     """MLP on cat(flattened image, Embedding(y)): 3 hidden layers of 512, LeakyReLU 0.2,
-    dropout 0.4 after the second and third (the reference's colour-variant discriminator)."""
+    dropout 0.4 after the second and third (the reference's colour-variant discriminator).
 
-    def __init__(self, config: CGNConfig | None = None, width=512):
+    projection=True conditions on the label by projection instead (Miyato & Koyama, 2018): the
+    MLP sees the image alone, and the score is w . phi(x) + embed(y) . phi(x), so every class
+    gets its own template over the last hidden features (disc="mlp-projection")."""
+
+    def __init__(self, config: CGNConfig | None = None, width=512, projection=False):
         super().__init__()
         c = config or CGNConfig()
-        self.embed = nn.Embedding(c.num_classes, c.num_classes)
+        self.projection = bool(projection)
+        label_in = 0 if self.projection else c.num_classes
+        self.embed = nn.Embedding(c.num_classes, width if self.projection else c.num_classes)
         self.net = nn.Sequential(
-            nn.Linear(3 * 32 * 32 + c.num_classes, width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(3 * 32 * 32 + label_in, width), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(width, 1))
 
     def forward(self, x, y):
+        if self.projection:
+            h = self.net[:-1](x.flatten(1))
+            return self.net[-1](h).squeeze(1) + (self.embed(y).to(h.dtype) * h).sum(1)
         return self.net(torch.cat([x.flatten(1), self.embed(y).to(x.dtype)], 1)).squeeze(1)
 
 
@@ -252,7 +263,10 @@ def build_discriminator(config: CGNConfig) -> nn.Module:
         from ..generators.small import ProjectionDiscriminator, SmallGANConfig
 
         return ProjectionDiscriminator(SmallGANConfig(num_classes=config.num_classes))
-    d = MLPDiscriminator(config) if config.disc == "mlp" else ConvDiscriminator(config)
+    if config.disc in ("mlp", "mlp-projection"):
+        d = MLPDiscriminator(config, projection=config.disc == "mlp-projection")
+    else:
+        d = ConvDiscriminator(config)
     if config.d_spectral_norm:
         from torch.nn.utils.parametrizations import spectral_norm
 

@@ -197,6 +197,14 @@ def _digit_masks(shapes: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
     return x.numpy(), d.target.astype(np.int64)
 
 
+def foreground_share(shapes: str = "mnist") -> float:
+    """Mean stroke-mask value of a shape source's digits as the benchmark places them (the
+    share of the image a CGN's masks should cover)."""
+    masks, _ = _digit_masks(shapes)
+    area = float(masks.mean())
+    return area if shapes == "mnist" else area * (_DIGIT_BOX / SIZE) ** 2
+
+
 def shape_pools(seed: int, shapes: str = "mnist") -> dict:
     """Stratified, seeded split of the digit indices into disjoint shape pools
     {"train", "val", "test"} (60 / 10 / 30% of each class)."""
