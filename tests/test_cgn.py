@@ -233,10 +233,11 @@ def test_style_loss_is_gram_matching_with_gradient():
 
 
 # -------------------------------------------------------------------------- training
-@pytest.mark.parametrize("d_noise", [0.0, 0.1])
-def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypatch, d_noise):
+@pytest.mark.parametrize("d_noise, ema", [(0.0, 0.0), (0.1, 0.0), (0.0, 0.9)])
+def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypatch, d_noise, ema):
     """In process: 4 steps straight == 2 steps + resume to 4 (conv D with batch norm, a random
-    small_vgg standing in for the trained feature net, with and without instance noise)."""
+    small_vgg standing in for the trained feature net, with and without instance noise, with
+    and without the weights' moving average)."""
     import genint_fast.cgn.train as cgn_train
     from genint_fast.features import small_vgg
 
@@ -249,7 +250,7 @@ def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypat
 
     def tc(steps):
         return CGNTrainConfig.for_variant("wildlife", steps=steps, batch_size=4, checkpoint_every=0,
-                                          style_scale=5e5, seed=3, d_noise=d_noise)
+                                          style_scale=5e5, seed=3, d_noise=d_noise, ema=ema)
 
     s = train_cgn(images, labels, tmp_path / "a.pt", train_config=tc(4), **kw)
     assert s["steps"] == 4 and s["style"] > 0 and all(np.isfinite(s[k]) for k in ("d", "g_adv"))
@@ -262,6 +263,12 @@ def test_train_resume_is_exact_with_style_loss_and_conv_disc(tmp_path, monkeypat
     cgn = load_cgn(tmp_path / "a.pt")
     assert cgn.num_classes == 3 and cgn.steps_trained == 4 and not cgn.training
     assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+    if ema:   # the sampled weights are the average: between the start and the trained weights
+        w = a["G_ema"]["texture.fc.weight"]
+        assert torch.equal(cgn.texture.fc.weight, w)
+        assert not torch.equal(w, a["G"]["texture.fc.weight"])
+    else:
+        assert a["G_ema"] is None
 
 
 _SCRIPT = textwrap.dedent("""

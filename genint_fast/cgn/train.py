@@ -59,6 +59,8 @@ class CGNTrainConfig:
                                       # None: 5e3 for vgg16 (reference), 50 for the small net
     feature_net: str = "small"        # small | vgg16:PATH | none
     d_noise: float = 0.0              # instance noise: N(0, d_noise^2) added to D's inputs
+    ema: float = 0.0                  # > 0: sample from an exponential moving average of the
+                                      # mechanisms' weights with this decay (not in the reference)
     checkpoint_every: int = 500
     log_every: int = 100
     seed: int = 0
@@ -69,6 +71,8 @@ class CGNTrainConfig:
         self.style_scale = float(self.style_scale)
         if self.steps < 0 or self.batch_size < 2:
             raise ValueError("CGN training: steps must be >= 0 and batch_size >= 2")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"CGN training: ema must be in [0, 1), got {self.ema}")
         if self.lambda_mask < 0 or self.style_scale < 0 or self.d_noise < 0:
             raise ValueError("CGN training: lambda_mask, style_scale and d_noise must be >= 0")
         if len(self.style_weights) != 4:
@@ -124,16 +128,27 @@ def _style_loss(net, layer_weights, fake01, real01):
     return total
 
 
+@torch.no_grad()
+def _ema_update(ema, model, decay):
+    """ema <- decay * ema + (1 - decay) * model for the weights; BatchNorm statistics and
+    counters are copied (they are running averages already)."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
 def read_cgn_checkpoint(path):
     return load_state(path, CHECKPOINT_FORMAT, "CGN checkpoint",
                       missing="train one with `genint-fast cgn`")
 
 
 def load_cgn(path, *, device="cpu") -> SmallCGN:
-    """The mechanisms of a `genint-fast cgn` checkpoint, in eval()."""
+    """The mechanisms of a `genint-fast cgn` checkpoint, in eval(): the moving average of the
+    weights when the run kept one (ema > 0), else the trained weights."""
     state = read_cgn_checkpoint(path)
     cgn = SmallCGN(CGNConfig(**state["model_config"]))
-    cgn.load_state_dict(state["G"])
+    cgn.load_state_dict(state.get("G_ema") or state["G"])
     cgn.steps_trained = int(state["step"])
     return cgn.to(device).eval()
 
@@ -197,9 +212,16 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
         opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
         opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
         rng = torch.Generator(device=device).manual_seed(tc.seed)
+        G_ema = None
+        if tc.ema > 0:
+            G_ema = SmallCGN(mc).to(device)
+            G_ema.load_state_dict(G.state_dict())
+            G_ema.eval().requires_grad_(False)
         step = 0
         if state is not None:
             G.load_state_dict(state["G"])
+            if G_ema is not None:
+                G_ema.load_state_dict(state["G_ema"])
             D.load_state_dict(state["D"])
             opt_g.load_state_dict(state["opt_g"])
             opt_d.load_state_dict(state["opt_d"])
@@ -220,6 +242,7 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
                 "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
                              else None),
                 "feature_net": getattr(fnet, "name", "none"),
+                "G_ema": G_ema.state_dict() if G_ema is not None else None,
             }, out)
 
         n = images.shape[0]
@@ -248,6 +271,8 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
+            if G_ema is not None:
+                _ema_update(G_ema, G, tc.ema)
             # discriminator step
             fake = o.image.detach()
             d_loss = 0.5 * (F.mse_loss(D(noisy(real), y), torch.ones(bs, device=device))
