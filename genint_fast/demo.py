@@ -104,6 +104,8 @@ class DemoConfig:
     cgn_per_mask: int = 10
     cgn_labels: str = "permute"
     shape_reader_steps: int = 1500    # the shape-consistency reader (cached in OUT)
+    cgn_checkpoint: str | None = None  # a CGN checkpoint to use instead of training one (e.g.
+                                       # the authors', from `genint-fast cgn import`)
     # corruption robustness (genint_fast.eval): the first corruption_n in-distribution test
     # images under the 15 corruptions x corruption_severities, relative mCE against erm (same
     # seed); in distribution, as ImageNet-C corrupts ImageNet's own validation images (out of
@@ -115,8 +117,9 @@ class DemoConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> "DemoConfig":
-        from .data.digits import VARIANTS
+        from .data.digits import VARIANTS, canonical_variant
 
+        self.variant = canonical_variant(self.variant)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got "
                              f"{self.variant!r}")
@@ -135,6 +138,9 @@ class DemoConfig:
                                                  or not self.cgn_epochs > 0):
             raise ValueError("the reference CGN protocol needs cgn_set >= cgn_stream_batch_size "
                              "and cgn_epochs > 0")
+        if self.cgn_checkpoint is not None and not Path(self.cgn_checkpoint).is_file():
+            raise ValueError(f"cgn_checkpoint {self.cgn_checkpoint!r} does not exist; give a "
+                             f"`genint-fast cgn` (or `cgn import`) checkpoint")
         if self.gan_steps < 0 or self.cgn_steps < 0:
             raise ValueError(f"gan_steps and cgn_steps must be >= 0, got {self.gan_steps}, "
                              f"{self.cgn_steps}")
@@ -304,9 +310,11 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
         lambda2=cfg.lambda2 if method == "genint-transfer" else 0.0,
         transfer_batch_size=cfg.transfer_batch_size,
         transfer_features=cfg.transfer_features, transfer_steps=list(cfg.transfer_steps),
-        generator=str(gan_path), directions=str(dir_path), num_directions=cfg.num_directions,
+        generator=str(gan_path) if gan_path else "random:small32:0",
+        directions=str(dir_path) if dir_path else None, num_directions=cfg.num_directions,
         truncation=cfg.gan_aug_truncation if method == "gan-aug" else cfg.truncation,
-        top_k=cfg.top_k, m=cfg.m, scale=cfg.scale, intervention_mode=cfg.intervention_mode,
+        top_k=cfg.top_k, m=cfg.m, scale=cfg.scale if cfg.scale is not None else 1.0,
+        intervention_mode=cfg.intervention_mode,
         intervention_style=cfg.intervention_style,
         steps=cfg.steps, lr=cfg.lr, lr_step_epochs=1e6, seed=seed, threads=cfg.threads,
         out=str(run_dir), checkpoint_every=10 ** 9, log_every=max(cfg.steps // 4, 1),
@@ -412,15 +420,22 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
     from .cgn.presets import preset_configs
     from .data.digits import foreground_share
 
-    path = out / "cgn.pt"
     t0 = time.perf_counter()
-    mc, tc = preset_configs("default", cfg.variant, train_overrides=dict(
-        steps=cfg.cgn_steps, batch_size=cfg.cgn_batch_size, feature_net=cfg.cgn_feature_net,
-        seed=cfg.data_seed, log_every=max(cfg.cgn_steps // 5, 1), checkpoint_every=250))
-    summary = train_cgn(train.float_images() * 2 - 1, train.labels, path, model_config=mc,
-                        train_config=tc, resume=True, log=log)
+    if cfg.cgn_checkpoint:
+        path = Path(cfg.cgn_checkpoint)
+        cgn = load_cgn(path)
+        log(f"  using the given CGN {path} ({cgn.steps_trained} training steps), not training one")
+        summary = {"steps": cgn.steps_trained, "checkpoint": str(path), "given": True,
+                   "feature_net": "(given checkpoint)"}
+    else:
+        path = out / "cgn.pt"
+        mc, tc = preset_configs("default", cfg.variant, train_overrides=dict(
+            steps=cfg.cgn_steps, batch_size=cfg.cgn_batch_size, feature_net=cfg.cgn_feature_net,
+            seed=cfg.data_seed, log_every=max(cfg.cgn_steps // 5, 1), checkpoint_every=250))
+        summary = train_cgn(train.float_images() * 2 - 1, train.labels, path, model_config=mc,
+                            train_config=tc, resume=True, log=log)
+        cgn = load_cgn(path)
     summary["wall_s"] = time.perf_counter() - t0
-    cgn = load_cgn(path)
     summary["mask"] = mask_statistics(cgn)
     summary["warnings"] = decomposition_warnings(summary["mask"], foreground_share())
     for w in summary["warnings"]:
@@ -617,9 +632,12 @@ def _cgn_settings(results: dict) -> str:
         protocol = (f"the erm rows' SGD schedule, {c['cgn_stream_batch_size']} fresh "
                     f"counterfactuals per step")
     warn = "; ".join(g.get("warnings") or [])
-    return (f"CGN: {g['steps']} steps of batch {c['cgn_batch_size']} (style "
-            f"features {g.get('feature_net')}), {g.get('wall_s', float('nan')):.0f} s this run "
-            f"(0 when cached); mask mean {mask.get('mean', float('nan')):.2f}, near-binary share "
+    source = (f"the given checkpoint {g['checkpoint']} ({g['steps']} training steps)"
+              if g.get("given") else
+              f"{g['steps']} steps of batch {c['cgn_batch_size']} (style features "
+              f"{g.get('feature_net')}), {g.get('wall_s', float('nan')):.0f} s this run (0 when "
+              f"cached)")
+    return (f"CGN: {source}; mask mean {mask.get('mean', float('nan')):.2f}, near-binary share "
             f"{mask.get('binary_share', float('nan')):.2f}, entropy "
             f"{mask.get('entropy_bits', float('nan')):.2f} bits; shape consistency "
             f"{100 * g.get('shape_consistency', float('nan')):.1f}% (shape reader: "
@@ -630,21 +648,10 @@ def _cgn_settings(results: dict) -> str:
             f"+ {c['lambda_cgn']} x counterfactuals.")
 
 
-def _write_markdown(results: dict, path: Path):
-    from .eval.nuisance import format_measures_table
-
+def _gan_sections(results: dict) -> list:
+    """The report's GenInt part: what the interventions do and how its settings were chosen."""
     c = results["config"]
-    lines = [
-        "# genint-fast demo: results", "",
-        f"Machine: {results['machine']}  ",
-        f"Date: {results['date']}  ",
-        f"Wall time: {results['wall_s']:.0f} s ({'quick' if c['quick'] else 'full'} mode)", "",
-        f"Benchmark: biased digits, variant `{c['variant']}`, rho {c['rho']}, "
-        f"{c['train_size']} training images, {c['test_size']} per test split.", "",
-        f"Why this variant: {WHY_VARIANT}", "",
-        format_results_table(results), "",
-        f"**Verdict:** {results['verdict']}", "",
-        *([f"**CGN:** {results['cgn_verdict']}", ""] if results.get("cgn_verdict") else []),
+    return [
         "## What the interventions do", "",
         "Measured with two readers trained on a separate decorrelated (rho = 0) instance of the "
         "benchmark and never used in training (held-out accuracy: " + ", ".join(
@@ -671,13 +678,33 @@ def _write_markdown(results: dict, path: Path):
         "lambda2 {l2}; interventions: style {style}, m {m} of the top {k} of {nd} SVD "
         "directions, mode {mode}, scale {s:g} standard deviations, truncation {t}; gan-aug: "
         "truncation {gt}, {gab} synthetic images per step, weight {lg}; every stream gets the "
-        "real stream's crop + flip; GAN: {gs} steps.".format(
+        "real stream's random crop (no flip: a mirrored digit is another shape); GAN: {gs} "
+        "steps.".format(
             lr=c["lr"], steps=c["steps"], bs=c["batch_size"], gb=c["gen_batch_size"],
             l1=c["lambda1"], l1t=c["lambda1_transfer"], l2=c["lambda2"], m=c["m"], k=c["top_k"],
             nd=c["num_directions"], mode=c["intervention_mode"], s=c["scale"],
             style=c["intervention_style"], t=c["truncation"], gt=c["gan_aug_truncation"],
             gab=c["gan_aug_batch_size"] or c["batch_size"], lg=c["lambda_gan_aug"],
-            gs=results["gan"]["steps"]), "",
+            gs=results["gan"]["steps"]), ""
+    ]
+
+
+def _write_markdown(results: dict, path: Path):
+    from .eval.nuisance import format_measures_table
+
+    c = results["config"]
+    lines = [
+        "# genint-fast demo: results", "",
+        f"Machine: {results['machine']}  ",
+        f"Date: {results['date']}  ",
+        f"Wall time: {results['wall_s']:.0f} s ({'quick' if c['quick'] else 'full'} mode)", "",
+        f"Benchmark: biased digits, variant `{c['variant']}`, rho {c['rho']}, "
+        f"{c['train_size']} training images, {c['test_size']} per test split.", "",
+        f"Why this variant: {WHY_VARIANT}", "",
+        format_results_table(results), "",
+        f"**Verdict:** {results['verdict']}", "",
+        *([f"**CGN:** {results['cgn_verdict']}", ""] if results.get("cgn_verdict") else []),
+        *(_gan_sections(results) if results.get("measures") else []),
         *([_cgn_settings(results), ""] if results.get("cgn") else []),
         *([_robustness_note(results), ""] if any(
             "rmce_mean" in r for r in results["methods"].values()) else []),
@@ -758,22 +785,27 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
     train, test_id, test_ood = _data(cfg)
     tests = {"id": test_id, "ood": test_ood}
 
-    log(f"[2/8] small conditional GAN: {cfg.gan_steps} steps (cached in {out / 'gan.pt'})")
-    gan_path, gen, gan_summary = _gan(cfg, train, out, log)
-
-    log(f"[3/8] directions: exact SVD of gen_z, k = {cfg.num_directions}")
-    directions = discover(gen, cfg.num_directions, method="svd", truncation=cfg.truncation)
-    dir_path = save_directions(directions, out / "directions.safetensors")
-
-    log("[4/8] intervention scale from the validation split (causal-bound score)")
-    selection = _select_scale(cfg, gen, directions, log)
     requested_scale = cfg.scale
-    cfg = replace(cfg, scale=selection["scale"])
-    _gan_samples_figure(gen, out)
-    _intervention_figure(gen, directions, cfg, out)
+    gan_path = dir_path = gan_summary = selection = measures = None
+    if any(m in GAN_METHODS for m in cfg.methods):
+        log(f"[2/8] small conditional GAN: {cfg.gan_steps} steps (cached in {out / 'gan.pt'})")
+        gan_path, gen, gan_summary = _gan(cfg, train, out, log)
 
-    log("[5/8] what the interventions do: nuisance-label agreement, class consistency")
-    measures = _measures(cfg, gen, directions, train, cfg.scale, out, log)
+        log(f"[3/8] directions: exact SVD of gen_z, k = {cfg.num_directions}")
+        directions = discover(gen, cfg.num_directions, method="svd", truncation=cfg.truncation)
+        dir_path = save_directions(directions, out / "directions.safetensors")
+
+        log("[4/8] intervention scale from the validation split (causal-bound score)")
+        selection = _select_scale(cfg, gen, directions, log)
+        cfg = replace(cfg, scale=selection["scale"])
+        _gan_samples_figure(gen, out)
+        _intervention_figure(gen, directions, cfg, out)
+
+        log("[5/8] what the interventions do: nuisance-label agreement, class consistency")
+        measures = _measures(cfg, gen, directions, train, cfg.scale, out, log)
+    else:
+        log("[2-5/8] GAN, directions, scale and intervention measures: not needed by the chosen "
+            "methods")
 
     cgn_path, cgn_summary = None, None
     if any(m in CGN_METHODS for m in cfg.methods):
@@ -842,7 +874,8 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
     log(format_results_table(results))
     from .eval.nuisance import format_measures_table
 
-    log(format_measures_table(measures))
+    if measures is not None:
+        log(format_measures_table(measures))
     log(f"verdict: {results['verdict']}")
     if results["cgn_verdict"]:
         log(f"CGN: {results['cgn_verdict']}")

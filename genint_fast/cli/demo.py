@@ -39,6 +39,9 @@ def register(subparsers) -> None:
                    help=f"GAN batch size (default {d.gan_batch_size})")
     p.add_argument("--cgn-steps", type=int, default=None,
                    help=f"CGN training steps (default {d.cgn_steps})")
+    p.add_argument("--cgn-checkpoint", default=None, metavar="CKPT",
+                   help="use this CGN for the cgn rows instead of training one (e.g. the "
+                        "authors' checkpoint converted by `genint-fast cgn import`)")
     p.add_argument("--variant", default=None,
                    help=f"biased-digits variant, or a comma-separated list (default {d.variant})")
     p.add_argument("--rho", default=None,
@@ -73,6 +76,7 @@ def demo_main(args) -> int:
 
     overrides = {k: getattr(args, k) for k in ("seeds", "steps", "gan_steps", "gan_batch_size",
                                                "cgn_steps", "scale", "intervention_mode",
+                                               "cgn_checkpoint",
                                                "intervention_style", "lambda1", "lambda2",
                                                "threads")
                  if getattr(args, k) is not None}
