@@ -98,9 +98,9 @@ class DemoConfig:
     # classes permuted, no augmentation), sized for 2 CPU cores (the reference: 10 epochs of one
     # fixed 100k set); "stream": the erm rows' SGD schedule on fresh counterfactuals.
     cgn_protocol: str = "reference"
-    cgn_set: int = 10000              # counterfactuals per epoch
+    cgn_set: int = 20000              # counterfactuals in the fixed set
     cgn_epochs: float = 5.0
-    cgn_resample: bool = True         # a fresh set every epoch (a streamed, larger set)
+    cgn_resample: bool = False        # True: a fresh set every epoch
     cgn_per_mask: int = 10
     cgn_labels: str = "permute"
     shape_reader_steps: int = 1500    # the shape-consistency reader (cached in OUT)

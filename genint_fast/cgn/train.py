@@ -60,7 +60,8 @@ class CGNTrainConfig:
     feature_net: str = "small"        # small | vgg16:PATH | none
     d_noise: float = 0.0              # instance noise: N(0, d_noise^2) added to D's inputs
     ema: float = 0.0                  # > 0: sample from an exponential moving average of the
-                                      # mechanisms' weights with this decay (not in the reference)
+                                      # mechanisms' weights with this decay, warmed up as
+                                      # min(ema, (1 + t) / (10 + t)) (not in the reference)
     checkpoint_every: int = 500
     log_every: int = 100
     seed: int = 0
@@ -271,8 +272,8 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()
-            if G_ema is not None:
-                _ema_update(G_ema, G, tc.ema)
+            if G_ema is not None:   # the decay warms up, so the first weights fade fast
+                _ema_update(G_ema, G, min(tc.ema, (1.0 + step) / (10.0 + step)))
             # discriminator step
             fake = o.image.detach()
             d_loss = 0.5 * (F.mse_loss(D(noisy(real), y), torch.ones(bs, device=device))
