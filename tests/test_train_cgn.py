@@ -257,3 +257,34 @@ def test_a_resampled_set_is_fresh_every_epoch_and_a_function_of_the_epoch(tmp_pa
     assert torch.equal(x2, x_e1) and torch.equal(y2, y_e1)
     assert torch.equal(tr2.cf_set_heads, second)
     tr.fit()
+
+
+def test_the_cli_chain_on_an_exported_colored_mnist_folder(tmp_path, capsys):
+    """What a user runs on a colored MNIST image folder: data export -> cgn (the folder's
+    preset) -> train mode=cgn on the reference protocol's recipe -> eval accuracy on the OOD
+    folder. Tiny sizes: the plumbing is under test; the README reports the full-size run."""
+    root = tmp_path / "cmnist"
+    assert cli_main(["data", "export", "--variant", "colored", "--out", str(root),
+                     "--n-train", "60", "--n-test-ood", "30", "--splits", "train",
+                     "test-ood"]) == 0
+    ckpt = tmp_path / "cgn.pt"
+    assert cli_main(["cgn", "--data", str(root / "train"), "--out", str(ckpt), "--steps", "2",
+                     "--batch-size", "4", "--ch", "8", "--feature-net", "none",
+                     "--log-every", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["model_config"]["init"] == "orthogonal"     # the folder preset
+    assert summary["train_config"]["ema"] == 0.999
+    run = tmp_path / "run"
+    assert cli_main(["train", "--config", str(Path(__file__).parents[1] / "configs" /
+                                               "digits_cgn_reference.yaml"),
+                     f"data=folder:{root / 'train'}", f"cgn={ckpt}", "cgn_set=64",
+                     "cgn_batch_size=16", "batch_size=16", "epochs=2", "image_size=32",
+                     f"out={run}",
+                     "progress=false", "threads=1"]) == 0
+    capsys.readouterr()
+    assert cli_main(["eval", "accuracy", "--checkpoint", str(run / "checkpoint.pt"),
+                     "--folder", str(root / "test-ood"), "--crop-fraction", "1",
+                     "--out", str(tmp_path / "ev")]) == 0
+    res = json.loads((tmp_path / "ev" / "accuracy.json").read_text())
+    assert res["images"]["n"] == 30 and res["rows"][0]["step"] == 2 * 64 // 16
+    assert 0.0 <= res["rows"][0]["top1"] <= 1.0
