@@ -8,7 +8,8 @@ from types import SimpleNamespace
 # not import torch; tests/test_startup.py checks that they are equal.
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
            "cgn", "real+cgn")
-DEFAULTS = dict(seeds=5, steps=150, gan_steps=2000, gan_batch_size=32, cgn_steps=3000,
+DEFAULTS = dict(seeds=3, steps=150, gan_steps=500, gan_batch_size=32, cgn_steps=3000,
+                cgn_set=10000, cgn_epochs=3.0,
                 variant="colored", rho=1.0, scale_candidates=(1.0, 2.0, 4.0, 8.0),
                 intervention_style="multi", intervention_mode="add", lambda1=1.0, lambda2=1.0,
                 threads=2)
@@ -39,6 +40,12 @@ def register(subparsers) -> None:
                    help=f"GAN batch size (default {d.gan_batch_size})")
     p.add_argument("--cgn-steps", type=int, default=None,
                    help=f"CGN training steps (default {d.cgn_steps})")
+    p.add_argument("--cgn-set", type=int, default=None, metavar="N",
+                   help=f"the CGN rows' classifier: counterfactuals in its fixed set (default "
+                        f"{d.cgn_set}; the reference 100000)")
+    p.add_argument("--cgn-epochs", type=float, default=None, metavar="E",
+                   help=f"the CGN rows' classifier: epochs over that set (default "
+                        f"{d.cgn_epochs:g}; the reference 10)")
     p.add_argument("--cgn-checkpoint", default=None, metavar="CKPT",
                    help="use this CGN for the cgn rows instead of training one (e.g. the "
                         "authors' checkpoint converted by `genint-fast cgn import`)")
@@ -76,7 +83,7 @@ def demo_main(args) -> int:
 
     overrides = {k: getattr(args, k) for k in ("seeds", "steps", "gan_steps", "gan_batch_size",
                                                "cgn_steps", "scale", "intervention_mode",
-                                               "cgn_checkpoint",
+                                               "cgn_checkpoint", "cgn_set", "cgn_epochs",
                                                "intervention_style", "lambda1", "lambda2",
                                                "threads")
                  if getattr(args, k) is not None}
