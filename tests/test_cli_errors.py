@@ -267,7 +267,7 @@ CASES = [
     ("demo out is a file", lambda f: ["demo", "--quick", "--out", f.notes],
      "give a folder for the report"),
     ("demo corrupt cached gan", lambda f: ["demo", "--quick", "--out", f.demo_out,
-                                           "--methods", "erm", "--seeds", "1"],
+                                           "--methods", "erm,gan-aug", "--seeds", "1"],
      "delete the cached"),
     # ---- eval (each protocol)
     ("eval accuracy text file as checkpoint", lambda f: ["eval", "accuracy", "--checkpoint",

@@ -393,7 +393,8 @@ def test_cli_train_then_eval(tmp_path, capsys):
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
     # the same 40 test images as an image folder give the same accuracy as the built-in split
     from genint_fast.data import export_biased_digits
-    export_biased_digits(str(tmp_path / "folder"), splits=("test-id",), sizes={"test-id": 40})
+    export_biased_digits(str(tmp_path / "folder"), rho=0.9, splits=("test-id",),
+                         sizes={"test-id": 40})            # the recipe's data: colored, rho 0.9
     assert cli_main([*ev, "--n", "40", "--split", "test-id"]) == 0
     built_in = json.loads(capsys.readouterr().out.strip())["rows"][0]
     assert cli_main([*ev, "--folder", str(tmp_path / "folder" / "test-id")]) == 0
