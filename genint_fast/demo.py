@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from .io import write_text_atomic
+
 __all__ = ["DemoConfig", "METHODS", "run_demo", "quick_config", "format_results_table"]
 
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
@@ -114,6 +116,8 @@ class DemoConfig:
     corruption_n: int = 200
     corruption_severities: tuple = (1, 2, 3, 4, 5)
     threads: int = 2
+    resume: bool = False              # keep the classifier runs already in OUT/runs whose
+                                      # fingerprint (config, generators, data) is unchanged
     quick: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -292,7 +296,6 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     from .train.trainer import Trainer, evaluate
 
     run_dir = out / "runs" / f"{method.replace('+', '_')}_seed{seed}"
-    shutil.rmtree(run_dir, ignore_errors=True)   # the table is regenerated, never resumed
     mode = "genint" if method in CONTROLS else method
     gen_batch = (cfg.gan_aug_batch_size or cfg.batch_size) if method == "gan-aug" \
         else cfg.gen_batch_size
@@ -323,6 +326,13 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     if method in CGN_METHODS:
         keys.update(_cgn_protocol(cfg))
     tc = TrainConfig(**keys).validate()
+    fingerprint = _run_fingerprint(keys, cfg, gan_path, dir_path, cgn_path, corrupted)
+    if cfg.resume and not (method == "genint-transfer" and seed == 0):   # its trainer draws
+        kept = _kept_run(run_dir, fingerprint)                            # the transfer figure
+        if kept is not None:
+            log(f"  {method:16s} seed {seed}: kept from {run_dir} (--resume)")
+            return kept
+    shutil.rmtree(run_dir, ignore_errors=True)   # a run is redone whole, never continued
     t0 = time.perf_counter()
     trainer = Trainer(tc, data=(train.images, train.labels), log=log)
     last = trainer.fit()
@@ -332,7 +342,39 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
            "final_loss": last.get("loss")}
     if corrupted is not None:
         row["corruption"] = _corruption_errors(trainer.model, corrupted)
+    write_text_atomic(json.dumps({"fingerprint": fingerprint, "row": row}, indent=1),
+                      run_dir / "row.json")
     return row, trainer
+
+
+def _run_fingerprint(keys: dict, cfg: DemoConfig, *paths_and_corrupted) -> str:
+    """What decides a classifier run's row: its training config, the bytes of the generators
+    and directions it reads, the test data and the corruption settings."""
+    import hashlib
+
+    *paths, corrupted = paths_and_corrupted
+    h = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode())
+    for p in paths:
+        h.update(Path(p).read_bytes() if p else b"-")
+    h.update(json.dumps([cfg.test_size, cfg.data_seed, cfg.corruption_n if corrupted else 0,
+                         list(cfg.corruption_severities)], default=str).encode())
+    return h.hexdigest()
+
+
+def _kept_run(run_dir: Path, fingerprint: str):
+    """(row, holder of the model) of a finished run with this fingerprint, else None."""
+    from types import SimpleNamespace
+
+    from .eval.checkpoints import load_classifier
+    from .train.trainer import CHECKPOINT_NAME
+
+    try:
+        kept = json.loads((run_dir / "row.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if kept.get("fingerprint") != fingerprint or not (run_dir / CHECKPOINT_NAME).is_file():
+        return None
+    return kept["row"], SimpleNamespace(model=load_classifier(run_dir / CHECKPOINT_NAME).model)
 
 
 def _cgn_protocol(cfg: DemoConfig) -> dict:
@@ -651,6 +693,8 @@ def _cgn_settings(results: dict) -> str:
 
 def _gan_sections(results: dict) -> list:
     """The report's GenInt part: what the interventions do and how its settings were chosen."""
+    from .eval.nuisance import format_measures_table
+
     c = results["config"]
     return [
         "## What the interventions do", "",

@@ -96,11 +96,33 @@ def test_quick_demo_reuses_cached_gan(quick_report, tmp_path):
 
     _, out = quick_report
     before = torch.load(out / "gan.pt", map_location="cpu", weights_only=False)["step"]
-    rc = main(["demo", "--quick", "--out", str(out), "--methods", "erm", "--threads", "2"])
+    rc = main(["demo", "--quick", "--out", str(out), "--methods", "erm,gan-aug", "--threads",
+               "2"])
     assert rc == 0
     res = json.loads((out / "results.json").read_text())
     assert res["gan"]["steps"] == before
-    assert list(res["methods"]) == ["erm"] and res["effect_shown"] is None
+    assert list(res["methods"]) == ["erm", "gan-aug"] and res["effect_shown"] is None
+    # without a GAN method the GAN stages are skipped altogether
+    assert main(["demo", "--quick", "--out", str(out), "--methods", "erm", "--threads", "2"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["gan"] is None and res["selection"] is None and list(res["methods"]) == ["erm"]
+
+
+def test_resume_keeps_finished_runs_and_redoes_changed_ones(quick_report, capsys):
+    """--resume keeps a finished run whose fingerprint is unchanged (same row, no training) and
+    redoes one whose settings changed."""
+    _, out = quick_report
+    assert main(["demo", "--quick", "--out", str(out), "--methods", "erm", "--threads", "2"]) == 0
+    first = json.loads((out / "results.json").read_text())["methods"]["erm"]["runs"][0]
+    capsys.readouterr()
+    assert main(["demo", "--quick", "--out", str(out), "--methods", "erm", "--threads", "2",
+                 "--resume"]) == 0
+    log = capsys.readouterr().out
+    assert "erm              seed 0: kept from" in log
+    assert json.loads((out / "results.json").read_text())["methods"]["erm"]["runs"][0] == first
+    assert main(["demo", "--quick", "--out", str(out), "--methods", "erm", "--threads", "2",
+                 "--steps", "7", "--resume"]) == 0
+    assert "kept from" not in capsys.readouterr().out
 
 
 def test_demo_bad_input_is_one_sentence(capsys, tmp_path):

@@ -70,6 +70,9 @@ def register(subparsers) -> None:
                    help=f"comma-separated subset of {','.join(METHODS)} (default all)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch threads (default {d.threads})")
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="keep the classifier runs already finished in OUT/runs whose settings, "
+                        "data and generators are unchanged (an interrupted table goes on)")
     p.set_defaults(func=demo_main)
 
 
@@ -85,7 +88,7 @@ def demo_main(args) -> int:
                                                "cgn_steps", "scale", "intervention_mode",
                                                "cgn_checkpoint", "cgn_set", "cgn_epochs",
                                                "intervention_style", "lambda1", "lambda2",
-                                               "threads")
+                                               "threads", "resume")
                  if getattr(args, k) is not None}
     if args.lambda1 is not None:
         overrides["lambda1_transfer"] = args.lambda1
