@@ -59,6 +59,34 @@ def test_several_checkpoints_side_by_side(two_runs, tmp_path, capsys):
     assert (alone["top1"], alone["top5"]) == (res["rows"][1]["top1"], res["rows"][1]["top5"])
 
 
+def test_accuracy_on_built_in_digits_reports_the_groups(two_runs, tmp_path, capsys):
+    """Worst-group, average-group and bias-conflicting accuracy equal a hand computation from
+    the checkpoint's own predictions and the split's recorded stroke ids."""
+    from genint_fast.data.digits import make_biased_digits
+    from genint_fast.eval.checkpoints import load_classifier
+
+    ckpt = two_runs / "erm0" / "checkpoint.pt"
+    assert cli_main(["eval", "accuracy", "--checkpoint", str(ckpt), "--split", "test-ood",
+                     "--n", "300", "--out", str(tmp_path)]) == 0
+    res = json.loads(capsys.readouterr().out)
+    row = res["rows"][0]
+    ds = make_biased_digits("colored", "test-ood", 1.0, n=300)
+    pred = load_classifier(ckpt).logits(ds.images).argmax(1)
+    hit = (pred == ds.labels).float()
+    accs = {}
+    for c in range(10):
+        for s in range(10):
+            sel = (ds.labels == c) & (ds.nuisance[:, 0] == s)
+            if sel.any():
+                accs[(c, s)] = (float(hit[sel].mean()), int(sel.sum()))
+    assert row["average_group"] == pytest.approx(sum(a for a, _ in accs.values()) / len(accs))
+    assert row["worst_group"] == pytest.approx(min(a for a, n in accs.values() if n >= 5))
+    conflicting = ds.nuisance[:, 0] != ds.labels
+    assert row["conflicting"] == pytest.approx(float(hit[conflicting].mean()))
+    assert res["groups"]["conflicting"] == int(conflicting.sum())
+    assert "worst-group (%)" in (tmp_path / "accuracy.md").read_text()
+
+
 def test_corruptions_with_a_baseline(two_runs, tmp_path, capsys):
     a, b = two_runs / "erm0" / "checkpoint.pt", two_runs / "erm1" / "checkpoint.pt"
     args = ["eval", "corruptions", "--checkpoint", str(a), "--baseline", f"base={b}",

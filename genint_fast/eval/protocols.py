@@ -23,21 +23,48 @@ def _topk_hits(logits, labels, k=5):
 
 
 def accuracy(classifiers, images, *, head="mean") -> dict:
-    """Top-1 / top-5 of every classifier on the same images (labels = class folders or digits)."""
+    """Top-1 / top-5 of every classifier on the same images (labels = class folders or digits).
+    Where the images carry nuisance ids (the built-in digits), also the group accuracies of
+    eval.groups: worst-group and average over (class, stroke id) groups, and top-1 on the
+    bias-aligned and bias-conflicting images."""
+    from .groups import bias_split, group_accuracy, group_ids
+
     hits = {c.name: [0, 0] for c in classifiers}
+    preds = {c.name: [] for c in classifiers}
+    labels = []
     n = 0
     for x, y, _ in images.batches():
         for clf in classifiers:
-            h1, h5 = _topk_hits(clf.logits(x, head=head), y.to(clf.device))
+            logits = clf.logits(x, head=head)
+            h1, h5 = _topk_hits(logits, y.to(clf.device))
             hits[clf.name][0] += h1
             hits[clf.name][1] += h5
+            preds[clf.name].append(logits.argmax(1).cpu())
+        labels.append(y)
         n += int(y.shape[0])
     if n == 0:
         raise ValueError("no images to evaluate")
     rows = [{"checkpoint": c.name, "path": c.path, "step": c.step,
              "top1": hits[c.name][0] / n, "top5": hits[c.name][1] / n} for c in classifiers]
-    return {"protocol": "accuracy", "images": {**images.description, "n": n}, "head": head,
-            "rows": rows}
+    res = {"protocol": "accuracy", "images": {**images.description, "n": n}, "head": head,
+           "rows": rows}
+    if images.nuisance is not None:
+        y = torch.cat(labels)
+        groups = group_ids(y, images.nuisance, slot=0)
+        aligned, conflicting = bias_split(y, images.nuisance)
+        for row, c in zip(rows, classifiers):
+            p = torch.cat(preds[c.name])
+            g = group_accuracy(p, y, groups)
+            hit = (p == y).double()
+            row.update({"worst_group": g["worst"], "average_group": g["average"],
+                        "aligned": float(hit[aligned].mean()) if aligned.any() else None,
+                        "conflicting": (float(hit[conflicting].mean())
+                                        if conflicting.any() else None)})
+        res["groups"] = {"definition": "class x stroke (texture) colour id", "groups":
+                         g["groups"], "min_count": g["min_count"],
+                         "small_groups": g["small_groups"],
+                         "aligned": int(aligned.sum()), "conflicting": int(conflicting.sum())}
+    return res
 
 
 # ------------------------------------------------------------------------------ corruptions

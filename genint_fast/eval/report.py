@@ -36,7 +36,20 @@ def markdown(res: dict) -> str:
     if res.get("head", "mean") != "mean":
         lines += [f"Ensemble head: {res['head']}.", ""]
     rows = res["rows"]
-    if p == "accuracy":
+    if p == "accuracy" and res.get("groups"):
+        g = res["groups"]
+        lines += _table(["checkpoint", "step", "top-1 (%)", "top-5 (%)", "worst-group (%)",
+                         "average group (%)", "bias-aligned (%)", "bias-conflicting (%)"],
+                        [[r["checkpoint"], r["step"], _pct(r["top1"]), _pct(r["top5"]),
+                          _pct(r["worst_group"]), _pct(r["average_group"]),
+                          _pct(r["aligned"]),
+                          _pct(r["conflicting"])]
+                         for r in rows])
+        lines += ["", f"Groups: {g['definition']}; {g['groups']} groups with images, the worst "
+                  f"taken over those with at least {g['min_count']} ({g['small_groups']} "
+                  f"smaller); {g['aligned']} bias-aligned and {g['conflicting']} "
+                  "bias-conflicting images (every / no nuisance id equals the class)."]
+    elif p == "accuracy":
         lines += _table(["checkpoint", "step", "top-1 (%)", "top-5 (%)"],
                         [[r["checkpoint"], r["step"], _pct(r["top1"]), _pct(r["top5"])]
                          for r in rows])

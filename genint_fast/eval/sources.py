@@ -26,6 +26,7 @@ class EvalImages:
     _images: torch.Tensor | None = None
     _labels: torch.Tensor | None = None
     _loader: object = None
+    nuisance: torch.Tensor | None = None   # (N, S) nuisance ids of built-in digits (groups)
 
     def batches(self):
         """Yields (images uint8 (B, 3, H, W), labels int64 (B,), indices int64 (B,)), in order."""
@@ -70,7 +71,7 @@ def digits_images(data: str, split: str, *, n=None, data_seed=0, batch_size=256)
     ds = make_biased_digits(variant, split, rho, seed=data_seed, n=n)
     return EvalImages(description={"data": data, "split": split, "data_seed": data_seed},
                       n=int(ds.labels.shape[0]), batch_size=batch_size, _images=ds.images,
-                      _labels=ds.labels)
+                      _labels=ds.labels, nuisance=ds.nuisance)
 
 
 def folder_images(root, *, size: int, crop_fraction: float = 1.0, num_classes=None,
