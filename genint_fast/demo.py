@@ -205,9 +205,12 @@ def format_results_table(results: dict) -> str:
     standard deviation) | seconds per run | seeds."""
     n = results["config"]["seeds"]
     rob = any("rmce_mean" in r for r in results["methods"].values())
+    wg = all("oodwg_mean" in r for r in results["methods"].values())
     lines = ["| method | ID top-1 (%) | OOD top-1 (%) | "
+             + ("OOD worst-group (%) | " if wg else "")
              + ("corrupted ID rel. mCE vs erm (%) | " if rob else "")
-             + "train s / run | seeds |", "|---|---|---|" + ("---|" if rob else "") + "---|---|"]
+             + "train s / run | seeds |",
+             "|---|---|---|" + ("---|" if wg else "") + ("---|" if rob else "") + "---|---|"]
 
     def cell(r, key, scale=100):
         if f"{key}_mean" not in r:
@@ -218,6 +221,7 @@ def format_results_table(results: dict) -> str:
 
     for name, r in results["methods"].items():
         lines.append(f"| {name} | {cell(r, 'id')} | {cell(r, 'ood')} | "
+                     + (f"{cell(r, 'oodwg')} | " if wg else "")
                      + (f"{cell(r, 'rmce', 1)} | " if rob else "")
                      + f"{r['seconds_mean']:.0f} | {n} |")
     return "\n".join(lines)
@@ -345,6 +349,16 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     write_text_atomic(json.dumps({"fingerprint": fingerprint, "row": row}, indent=1),
                       run_dir / "row.json")
     return row, trainer
+
+
+def _worst_group(model, test) -> float:
+    """Worst-group top-1 of `model` on a test split, groups = class x stroke colour id
+    (eval.groups; groups of fewer than 5 images cannot be the worst)."""
+    from .eval.groups import group_accuracy, group_ids
+    from .train.trainer import logits_of
+
+    pred = torch.cat([lg.argmax(1).cpu() for _, lg in logits_of(model, test.images)])
+    return group_accuracy(pred, test.labels, group_ids(test.labels, test.nuisance))["worst"]
 
 
 def _run_fingerprint(keys: dict, cfg: DemoConfig, *paths_and_corrupted) -> str:
@@ -747,6 +761,8 @@ def _write_markdown(results: dict, path: Path):
         f"{c['train_size']} training images, {c['test_size']} per test split.", "",
         f"Why this variant: {WHY_VARIANT}", "",
         format_results_table(results), "",
+        "OOD worst-group: the lowest top-1 over the OOD split's (class, stroke colour id) "
+        "groups of at least 5 images (`genint_fast.eval.groups`; about 10 images per group).", "",
         f"**Verdict:** {results['verdict']}", "",
         *([f"**CGN:** {results['cgn_verdict']}", ""] if results.get("cgn_verdict") else []),
         *(_gan_sections(results) if results.get("measures") else []),
@@ -869,6 +885,7 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
                                     cgn_path=cgn_path, corrupted=corrupted)
             if seed == 0:
                 seed0_models[method] = trainer.model
+            r.setdefault("ood_worst_group", _worst_group(trainer.model, test_ood))
             runs.append(r)
             log(f"  {method:16s} seed {seed}: ID {100 * r['id']:.1f}  OOD {100 * r['ood']:.1f}"
                 f"  ({r['seconds']:.0f} s)")
@@ -878,9 +895,12 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
                 transfer_trainer = trainer
         id_m, id_s = _mean_std(r["id"] for r in runs)
         ood_m, ood_s = _mean_std(r["ood"] for r in runs)
+        wg_m, wg_s = _mean_std(r["ood_worst_group"] for r in runs)
         per_method[method] = {"id_mean": id_m, "id_std": id_s, "ood_mean": ood_m,
                               "ood_std": ood_s, "id_ci95": _ci95(r["id"] for r in runs),
                               "ood_ci95": _ci95(r["ood"] for r in runs),
+                              "oodwg_mean": wg_m, "oodwg_std": wg_s,
+                              "oodwg_ci95": _ci95(r["ood_worst_group"] for r in runs),
                               "seconds_mean": statistics.fmean(r["seconds"] for r in runs),
                               "runs": runs}
 
