@@ -158,6 +158,15 @@ class TrainConfig:
     progress: bool = _key(True, "show a progress bar")
     tensorboard: bool = _key(False, "also write TensorBoard events to OUT/tb (needs tensorboard)")
     eval_size: int = _key(2000, "digits: images per test split in the end-of-run summary")
+    # model selection (train/selection.py): training-domain validation, DomainBed's rule
+    select: str = _key("last", "last: keep the last weights | val: keep the weights that score "
+                               "best on a validation split of the training distribution "
+                               "(OUT/best.pt); no test split is read")
+    val_every: int = _key(0, "select=val: score every this many steps (0: every epoch end) "
+                             "and at the end")
+    val_size: int = _key(2000, "select=val on the built-in digits: images of the val split")
+    val_data: str | None = _key(None, "select=val on an image folder: folder:DIR of validation "
+                                      "images drawn like the training images")
     extra: dict = _key({}, "free-form notes, kept in the checkpoint")
 
     # ------------------------------------------------------------------ validation
@@ -238,6 +247,17 @@ class TrainConfig:
                          "and background heads learn from counterfactual labels only")
         if self.model not in MODELS:
             bad("model", f"must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.select not in ("last", "val"):
+            bad("select", f'must be "last" or "val", got {self.select!r}')
+        if self.val_every < 0 or self.val_size < 1:
+            bad("val_every/val_size", "must be >= 0 / >= 1")
+        if self.val_data is not None and not self.val_data.startswith("folder:"):
+            bad("val_data", f"must be null or folder:DIR, got {self.val_data!r}")
+        if (self.select == "val" and self.data.startswith("folder:")
+                and self.val_data is None):
+            bad("val_data", "is needed for select=val on an image folder: give "
+                            "val_data=folder:DIR with validation images of the training "
+                            "distribution")
         if self.optimizer not in ("sgd", "adadelta"):
             bad("optimizer", f'must be "sgd" or "adadelta", got {self.optimizer!r}')
         if self.forward not in ("concat", "separate"):

@@ -346,6 +346,7 @@ class Trainer:
         # what an epoch counts: the counterfactual set in mode cgn with a fixed set, else the
         # real training images
         epoch_data = self.cf_set if (cfg.mode == "cgn" and self.cf_set is not None) else self.data
+        self.epoch_data = epoch_data
         init_state, init_norm = (read_init_weights(cfg.init_weights) if cfg.init_weights
                                  else (None, None))
         # The run's resolved settings (classes, normalisation, length) are what the checkpoint
@@ -388,6 +389,7 @@ class Trainer:
         self.sampler = self._build_sampler()
         self.transfer = self._build_transfer()
         self.producer = None
+        self.selector = self._build_selector(say) if cfg.select == "val" else None
 
     def _num_classes(self, cfg, kind, where, labels, *, given_data=False) -> int:
         """num_classes, from the data when the config leaves it null; a set value that does not
@@ -413,6 +415,28 @@ class Trainer:
             raise ValueError(f"the data has labels up to {top - 1} but num_classes is "
                              f"{cfg.num_classes}; leave num_classes null to infer it")
         return cfg.num_classes
+
+    def _build_selector(self, say):
+        """select=val: the validation images (built-in val split or val_data folder)."""
+        from .selection import ValidationSelector
+
+        cfg = self.cfg
+        if cfg.val_data is not None:   # read as the folder's eval transform: resize, centre crop
+            from ..eval.sources import folder_images
+
+            h, _ = self.data.size
+            val = folder_images(parse_data_spec(cfg.val_data)[1], size=h, crop_fraction=1.0,
+                                num_classes=cfg.num_classes)
+            pairs = list(val.batches())
+            images = torch.cat([x for x, _, _ in pairs])
+            labels = torch.cat([y for _, y, _ in pairs])
+        else:
+            images, labels = load_digits_split(cfg, "val", cfg.val_size)
+        say(f"model selection: top-1 on {images.shape[0]} validation images every "
+            f"{cfg.val_every or 'epoch'}{' steps' if cfg.val_every else ''}; best in "
+            f"{self.out / 'best.pt'}")
+        return ValidationSelector(images, labels, every=cfg.val_every, out=self.out,
+                                  normalise=self.normalise, device=self.device, log=say)
 
     # ------------------------------------------------------------------ generated stream
     def _build_sampler(self):
@@ -649,6 +673,24 @@ class Trainer:
         values = values.tolist()
         return values[0], dict(zip(per, values[1:]))
 
+    def _select(self) -> float:
+        """Score the model on the validation split (rank 0) and keep it if it is the best."""
+        acc = float("nan")
+        if self.rank == 0:
+            acc = self.selector.update(self.model, self.step, self.state_dict)
+        return acc
+
+    def _end_with_selected(self) -> None:
+        """select=val: after the last checkpoint (which keeps the last weights, so a longer run
+        can resume) the model takes the selected weights of best.pt."""
+        if self.world > 1:
+            import torch.distributed as dist
+            dist.barrier()
+        self.selector.restore(self.model)
+        if self.rank == 0:
+            self.log(f"selected step {self.selector.best_step} of {self.step} by validation "
+                     f"top-1 {100 * self.selector.best:.1f}% ({self.selector.path})")
+
     # ------------------------------------------------------------------ checkpoints
     @property
     def checkpoint_path(self) -> Path:
@@ -658,7 +700,8 @@ class Trainer:
         return {"format": FORMAT, "step": self.step, "config": self.cfg.to_dict(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng_states(), "rank_world": (self.rank, self.world)}
+                "rng": rng_states(), "rank_world": (self.rank, self.world),
+                **({"selection": self.selector.state_dict()} if self.selector else {})}
 
     def save(self):
         if self.rank == 0:
@@ -681,6 +724,8 @@ class Trainer:
         self.scaler.load_state_dict(st["scaler"])
         set_rng_states(st["rng"])
         self.step = int(st["step"])
+        if self.selector is not None and "selection" in st:
+            self.selector.load_state_dict(st["selection"])
         return True
 
     # ------------------------------------------------------------------ loop
@@ -751,9 +796,17 @@ class Trainer:
                         tb.flush()
                     win_wait = win_time = 0.0
                     win_images = win_steps = 0
+                if self.selector is not None and self.selector.due(
+                        self.step, cfg.steps, self.epoch_data.per_epoch):
+                    row["val_top1"] = self._select()
+                    if metrics_file is not None:
+                        metrics_file.write(json.dumps({"step": self.step,
+                                                       "val_top1": row["val_top1"]}) + "\n")
                 if (self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps
                         or self.step % self.data.per_epoch == 0):   # every N, epoch end, end
                     self.save()
+                if self.selector is not None and self.step == cfg.steps:
+                    self._end_with_selected()
                 if on_step is not None:
                     on_step(self, row)
         finally:
