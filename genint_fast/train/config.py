@@ -17,7 +17,7 @@ __all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MO
            "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES"]
 
 MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer", "cgn",
-         "real+cgn")
+         "real+cgn", "groupdro")
 # Modes this trainer runs today; the others are refused with a clear message.
 IMPLEMENTED_MODES = MODES
 MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
@@ -158,6 +158,8 @@ class TrainConfig:
     progress: bool = _key(True, "show a progress bar")
     tensorboard: bool = _key(False, "also write TensorBoard events to OUT/tb (needs tensorboard)")
     eval_size: int = _key(2000, "digits: images per test split in the end-of-run summary")
+    dro_eta: float = _key(0.01, "groupdro: step size of the group weights' exponentiated "
+                                "gradient ascent (Sagawa et al.'s 0.01)")
     # model selection (train/selection.py): training-domain validation, DomainBed's rule
     select: str = _key("last", "last: keep the last weights | val: keep the weights that score "
                                "best on a validation split of the training distribution "
@@ -247,6 +249,11 @@ class TrainConfig:
                          "and background heads learn from counterfactual labels only")
         if self.model not in MODELS:
             bad("model", f"must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.mode == "groupdro" and self.data.startswith("folder:"):
+            bad("mode", "groupdro needs group labels, which the built-in digits carry (class x "
+                        "stroke colour id) and image folders do not; use data=digits:<variant>")
+        if self.mode == "groupdro" and self.dro_eta <= 0:
+            bad("dro_eta", f"must be > 0, got {self.dro_eta}")
         if self.select not in ("last", "val"):
             bad("select", f'must be "last" or "val", got {self.select!r}')
         if self.val_every < 0 or self.val_size < 1:

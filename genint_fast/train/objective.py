@@ -30,6 +30,8 @@ class Stream:
     lam: float = 1.0
     # counterfactuals: (B, 3) labels [shape, texture, background]; labels = the shape column
     head_labels: torch.Tensor | None = None
+    # a loss of (logits, stream) other than the mean CE (e.g. Group DRO's robust loss)
+    loss_fn: object = None
 
 
 def _ce(logits, s: Stream):
@@ -61,6 +63,6 @@ def stream_losses(model, streams, *, concat=True, ensemble=False):
     else:
         parts = [fwd(s.images) for s in streams]
     ce = _ensemble_ce if ensemble else _ce
-    per = {s.name: ce(p, s) for s, p in zip(streams, parts)}
+    per = {s.name: (s.loss_fn or ce)(p, s) for s, p in zip(streams, parts)}
     total = sum(s.weight * per[s.name] for s in streams)
     return total, per

@@ -45,14 +45,15 @@ def _gen(seed: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def load_digits_split(cfg: TrainConfig, split: str, n: int | None = None):
+def load_digits_split(cfg: TrainConfig, split: str, n: int | None = None, *, nuisance=False):
+    """(images, labels) of a built-in split, plus its nuisance ids (N, 2) if asked."""
     from ..data.digits import make_biased_digits
 
     variant, rho = parse_data_spec(cfg.data)
     if variant == "folder":
         raise ValueError("the run trained on an image folder; evaluate with --folder DIR")
     ds = make_biased_digits(variant, split, rho, seed=cfg.data_seed, n=n)
-    return ds.images, ds.labels
+    return (ds.images, ds.labels, ds.nuisance) if nuisance else (ds.images, ds.labels)
 
 
 class RealData:
@@ -84,14 +85,18 @@ class RealData:
     def epoch_of(self, step: int) -> int:
         return step // self.per_epoch
 
-    def batch(self, step: int):
+    def indices(self, step: int) -> torch.Tensor:
+        """The training-set indices of the batch of `step`."""
         epoch, i = divmod(step, self.per_epoch)
         if self._perm_epoch != epoch:
             perm = torch.randperm(self.n, generator=_gen(step_seed(self.seed, epoch, "perm"),
                                                            "cpu"))
             self._perm = perm[self.rank::self.world].to(self.device)
             self._perm_epoch = epoch
-        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        return self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+
+    def batch(self, step: int):
+        idx = self.indices(step)
         raw = self.images[idx]
         if self.autoaugment is not None:
             # AutoAugment draws from the global torch RNG: fork it and seed it per step.
@@ -334,8 +339,9 @@ class Trainer:
                                    rank=rank, world=world, autoaugment=autoaug, log=say)
             labels = self.data.labels
         else:
-            images, labels = data if data is not None else load_digits_split(
-                cfg, "train", cfg.data_size)
+            images, labels, *nuisance = data if data is not None else load_digits_split(
+                cfg, "train", cfg.data_size, nuisance=cfg.mode == "groupdro")
+            self.nuisance = nuisance[0] if nuisance else None
             self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
                                  device=self.device, augment=cfg.augment, rank=rank,
                                  world=world, autoaugment=autoaug, flip=bool(cfg.hflip))
@@ -390,6 +396,7 @@ class Trainer:
         self.transfer = self._build_transfer()
         self.producer = None
         self.selector = self._build_selector(say) if cfg.select == "val" else None
+        self.dro = self._build_group_dro(say) if cfg.mode == "groupdro" else None
 
     def _num_classes(self, cfg, kind, where, labels, *, given_data=False) -> int:
         """num_classes, from the data when the config leaves it null; a set value that does not
@@ -415,6 +422,24 @@ class Trainer:
             raise ValueError(f"the data has labels up to {top - 1} but num_classes is "
                              f"{cfg.num_classes}; leave num_classes null to infer it")
         return cfg.num_classes
+
+    def _build_group_dro(self, say):
+        """mode groupdro: groups = class x stroke colour id of every training image."""
+        from ..eval.groups import group_ids
+        from .group_dro import GroupDRO
+
+        cfg = self.cfg
+        if self.world > 1:
+            raise ValueError("mode groupdro runs in one process for now (its group weights "
+                             "would differ per rank); drop torchrun")
+        if getattr(self, "nuisance", None) is None:
+            raise ValueError("mode groupdro needs the training images' nuisance ids: pass data="
+                             "(images, labels, nuisance) or train on data=digits:<variant>")
+        self.groups = group_ids(self.data.labels.cpu(), self.nuisance).to(self.device)
+        dro = GroupDRO(cfg.num_classes * 10, cfg.dro_eta, device=self.device)
+        say(f"Group DRO: {int(torch.unique(self.groups).numel())} of {dro.num_groups} (class, "
+            f"stroke colour) groups present in the training data, eta {cfg.dro_eta:g}")
+        return dro
 
     def _build_selector(self, say):
         """select=val: the validation images (built-in val split or val_data folder)."""
@@ -640,6 +665,10 @@ class Trainer:
             perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
             x = lam * x + (1 - lam) * x[perm]
             return [Stream("real", self.normalise(x), y, 1.0, labels2=y[perm], lam=lam)]
+        if cfg.mode == "groupdro":
+            g = self.groups[self.data.indices(step)]
+            return [Stream("real", self.normalise(x), y, 1.0,
+                           loss_fn=lambda logits, s: self.dro.loss(logits, s.labels, g))]
         streams = [Stream("real", self.normalise(x), y, 1.0)]
         weights = {"intervened": cfg.lambda1, "generated": cfg.lambda1,
                    "transferred": cfg.lambda2,
@@ -701,7 +730,8 @@ class Trainer:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "rng": rng_states(), "rank_world": (self.rank, self.world),
-                **({"selection": self.selector.state_dict()} if self.selector else {})}
+                **({"selection": self.selector.state_dict()} if self.selector else {}),
+                **({"group_dro": self.dro.state_dict()} if self.dro else {})}
 
     def save(self):
         if self.rank == 0:
@@ -726,6 +756,8 @@ class Trainer:
         self.step = int(st["step"])
         if self.selector is not None and "selection" in st:
             self.selector.load_state_dict(st["selection"])
+        if self.dro is not None:
+            self.dro.load_state_dict(st["group_dro"])
         return True
 
     # ------------------------------------------------------------------ loop
