@@ -17,7 +17,7 @@ __all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MO
            "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES"]
 
 MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer", "cgn",
-         "real+cgn", "groupdro")
+         "real+cgn", "groupdro", "jtt")
 # Modes this trainer runs today; the others are refused with a clear message.
 IMPLEMENTED_MODES = MODES
 MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
@@ -160,6 +160,10 @@ class TrainConfig:
     eval_size: int = _key(2000, "digits: images per test split in the end-of-run summary")
     dro_eta: float = _key(0.01, "groupdro: step size of the group weights' exponentiated "
                                 "gradient ascent (Sagawa et al.'s 0.01)")
+    jtt_id_epochs: float = _key(1.0, "jtt: length of the ERM identification run, in epochs of "
+                                     "the training data (Liu et al.'s CelebA setting: 1)")
+    jtt_upweight: int = _key(50, "jtt: how many times each misclassified training image is "
+                                 "drawn in the second run (Liu et al.'s CelebA setting: 50)")
     # model selection (train/selection.py): training-domain validation, DomainBed's rule
     select: str = _key("last", "last: keep the last weights | val: keep the weights that score "
                                "best on a validation split of the training distribution "
@@ -254,6 +258,12 @@ class TrainConfig:
                         "stroke colour id) and image folders do not; use data=digits:<variant>")
         if self.mode == "groupdro" and self.dro_eta <= 0:
             bad("dro_eta", f"must be > 0, got {self.dro_eta}")
+        if self.mode == "jtt" and self.data.startswith("folder:"):
+            bad("mode", "jtt runs on in-memory data (data=digits:<variant>) for now; image "
+                        "folders are not supported yet")
+        if self.mode == "jtt" and (self.jtt_id_epochs <= 0 or self.jtt_upweight < 1):
+            bad("jtt_id_epochs/jtt_upweight", f"must be > 0 / >= 1, got {self.jtt_id_epochs} / "
+                                              f"{self.jtt_upweight}")
         if self.select not in ("last", "val"):
             bad("select", f'must be "last" or "val", got {self.select!r}')
         if self.val_every < 0 or self.val_size < 1:

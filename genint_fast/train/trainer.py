@@ -342,6 +342,16 @@ class Trainer:
             images, labels, *nuisance = data if data is not None else load_digits_split(
                 cfg, "train", cfg.data_size, nuisance=cfg.mode == "groupdro")
             self.nuisance = nuisance[0] if nuisance else None
+            if cfg.mode == "jtt":   # train twice: upsample what an ERM run gets wrong
+                from .jtt import identify_errors, upsample_indices
+
+                if world > 1:
+                    raise ValueError("mode jtt runs in one process for now; drop torchrun")
+
+                self.jtt_errors = identify_errors(cfg, images, labels,
+                                                  self.out / "jtt_identification", log=say)
+                keep = upsample_indices(self.jtt_errors, cfg.jtt_upweight)
+                images, labels = images[keep], labels[keep]
             self.data = RealData(images, labels, batch_size=cfg.batch_size, seed=cfg.seed,
                                  device=self.device, augment=cfg.augment, rank=rank,
                                  world=world, autoaugment=autoaug, flip=bool(cfg.hflip))
