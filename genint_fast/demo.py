@@ -31,9 +31,10 @@ from .io import write_text_atomic
 __all__ = ["DemoConfig", "METHODS", "run_demo", "quick_config", "format_results_table"]
 
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
-           "cgn", "real+cgn", "groupdro")
-# What the demo runs unless --methods says otherwise: everything but the group-label baseline.
-DEFAULT_METHODS = METHODS[:-1]
+           "cgn", "real+cgn", "groupdro", "jtt")
+# What the demo runs unless --methods says otherwise: GenInt, CGN and their baselines, not the
+# group-robustness baselines (groupdro reads the nuisance labels; jtt trains twice).
+DEFAULT_METHODS = METHODS[:-2]
 GAN_METHODS = ("gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm")
 # The controls are GenInt runs with one thing changed (genint_fast.train.config `control`).
 CONTROLS = {"random-directions": "random-directions", "matched-norm": "matched-norm"}
@@ -313,7 +314,7 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
         lambda1={"erm": 0.0, "gan-aug": cfg.lambda_gan_aug, "genint": cfg.lambda1,
                  "genint-transfer": cfg.lambda1_transfer, "random-directions": cfg.lambda1,
                  "matched-norm": cfg.lambda1, "cgn": 0.0, "real+cgn": 0.0,
-                 "groupdro": 0.0}[method],
+                 "groupdro": 0.0, "jtt": 0.0}[method],
         control=CONTROLS.get(method, "none"),
         cgn=str(cgn_path) if method in CGN_METHODS else None,
         cgn_batch_size=cfg.cgn_stream_batch_size,
