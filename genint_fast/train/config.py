@@ -17,7 +17,7 @@ __all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MO
            "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES"]
 
 MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer", "cgn",
-         "real+cgn", "groupdro", "jtt")
+         "real+cgn", "groupdro", "jtt", "dfr")
 # Modes this trainer runs today; the others are refused with a clear message.
 IMPLEMENTED_MODES = MODES
 MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
@@ -164,6 +164,8 @@ class TrainConfig:
                                      "the training data (Liu et al.'s CelebA setting: 1)")
     jtt_upweight: int = _key(50, "jtt: how many times each misclassified training image is "
                                  "drawn in the second run (Liu et al.'s CelebA setting: 50)")
+    dfr_retrains: int = _key(10, "dfr: last-layer fits on balanced subsets of the validation "
+                                 "split, averaged (the paper's 10)")
     # model selection (train/selection.py): training-domain validation, DomainBed's rule
     select: str = _key("last", "last: keep the last weights | val: keep the weights that score "
                                "best on a validation split of the training distribution "
@@ -264,6 +266,12 @@ class TrainConfig:
         if self.mode == "jtt" and (self.jtt_id_epochs <= 0 or self.jtt_upweight < 1):
             bad("jtt_id_epochs/jtt_upweight", f"must be > 0 / >= 1, got {self.jtt_id_epochs} / "
                                               f"{self.jtt_upweight}")
+        if self.mode == "dfr" and (self.init_weights is None or self.data.startswith("folder:")):
+            bad("mode", "dfr retrains the last layer of a trained model on the built-in digits' "
+                        "validation split: give init_weights=<an erm checkpoint> and "
+                        "data=digits:<variant>")
+        if self.mode == "dfr" and self.dfr_retrains < 1:
+            bad("dfr_retrains", f"must be >= 1, got {self.dfr_retrains}")
         if self.select not in ("last", "val"):
             bad("select", f'must be "last" or "val", got {self.select!r}')
         if self.val_every < 0 or self.val_size < 1:

@@ -712,6 +712,31 @@ class Trainer:
         values = values.tolist()
         return values[0], dict(zip(per, values[1:]))
 
+    def _fit_dfr(self) -> dict:
+        """mode dfr: the last layer refit on the group-balanced validation split (train/dfr.py);
+        the rest of the model stays as init_weights left it."""
+        from ..eval.groups import group_ids
+        from .dfr import embeddings, fit_last_layer, last_linear
+
+        cfg = self.cfg
+        images, labels, nuisance = load_digits_split(cfg, "val", cfg.val_size, nuisance=True)
+        x = embeddings(self.model, images, normalise=self.normalise, device=self.device)
+        res = fit_last_layer(x, labels.numpy(), group_ids(labels, nuisance).numpy(),
+                             num_classes=cfg.num_classes, retrains=cfg.dfr_retrains,
+                             seed=cfg.seed)
+        layer = last_linear(self.model)
+        with torch.no_grad():
+            layer.weight.copy_(torch.as_tensor(res["weight"], dtype=layer.weight.dtype))
+            layer.bias.copy_(torch.as_tensor(res["bias"], dtype=layer.bias.dtype))
+        self.step = cfg.steps
+        self.save()
+        row = {"step": self.step, "dfr_C": res["C"], "dfr_subset": res["subset_size"],
+               "dfr_tune_worst_group": res["tune_worst_group"]}
+        self.log(f"DFR: last layer refit on {res['subset_size']} group-balanced validation "
+                 f"images x {cfg.dfr_retrains} (C {res['C']:g}, tuning worst-group "
+                 f"{100 * res['tune_worst_group']:.1f}%)")
+        return row
+
     def _select(self) -> float:
         """Score the model on the validation split (rank 0) and keep it if it is the best."""
         acc = float("nan")
@@ -777,6 +802,8 @@ class Trainer:
         cfg = self.cfg
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+        if cfg.mode == "dfr":
+            return self._fit_dfr()
         metrics_file = open(self.out / "metrics.jsonl", "a") if self.rank == 0 else None
         tb = None
         if cfg.tensorboard and self.rank == 0:
