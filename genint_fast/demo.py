@@ -31,10 +31,10 @@ from .io import write_text_atomic
 __all__ = ["DemoConfig", "METHODS", "run_demo", "quick_config", "format_results_table"]
 
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
-           "cgn", "real+cgn", "groupdro", "jtt")
+           "cgn", "real+cgn", "groupdro", "jtt", "dfr")
 # What the demo runs unless --methods says otherwise: GenInt, CGN and their baselines, not the
-# group-robustness baselines (groupdro reads the nuisance labels; jtt trains twice).
-DEFAULT_METHODS = METHODS[:-2]
+# group-robustness baselines (groupdro and dfr read nuisance labels; jtt trains twice).
+DEFAULT_METHODS = METHODS[:-3]
 GAN_METHODS = ("gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm")
 # The controls are GenInt runs with one thing changed (genint_fast.train.config `control`).
 CONTROLS = {"random-directions": "random-directions", "matched-norm": "matched-norm"}
@@ -156,6 +156,10 @@ class DemoConfig:
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got "
                              f"{', '.join(self.methods) or 'nothing'}")
+        if "dfr" in self.methods and ("erm" not in self.methods or list(self.methods).index(
+                "erm") > list(self.methods).index("dfr")):
+            raise ValueError("dfr refits the last layer of the erm runs: list erm before dfr in "
+                             "methods")
         if not self.corruption_severities or any(
                 int(v) not in (1, 2, 3, 4, 5) for v in self.corruption_severities):
             raise ValueError(f"corruption_severities must be among 1..5, got "
@@ -314,7 +318,7 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
         lambda1={"erm": 0.0, "gan-aug": cfg.lambda_gan_aug, "genint": cfg.lambda1,
                  "genint-transfer": cfg.lambda1_transfer, "random-directions": cfg.lambda1,
                  "matched-norm": cfg.lambda1, "cgn": 0.0, "real+cgn": 0.0,
-                 "groupdro": 0.0, "jtt": 0.0}[method],
+                 "groupdro": 0.0, "jtt": 0.0, "dfr": 0.0}[method],
         control=CONTROLS.get(method, "none"),
         cgn=str(cgn_path) if method in CGN_METHODS else None,
         cgn_batch_size=cfg.cgn_stream_batch_size,
@@ -333,6 +337,8 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
         progress=False, device="cpu")
     if method in CGN_METHODS:
         keys.update(_cgn_protocol(cfg))
+    if method == "dfr":   # the last layer of the same seed's erm run, refit
+        keys["init_weights"] = str(out / "runs" / f"erm_seed{seed}" / "checkpoint.pt")
     tc = TrainConfig(**keys).validate()
     fingerprint = _run_fingerprint(keys, cfg, gan_path, dir_path, cgn_path, corrupted)
     if cfg.resume and not (method == "genint-transfer" and seed == 0):   # its trainer draws

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 # genint_fast.demo.METHODS and the DemoConfig defaults the help shows, copied so that --help does
 # not import torch; tests/test_startup.py checks that they are equal.
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
-           "cgn", "real+cgn", "groupdro", "jtt")
+           "cgn", "real+cgn", "groupdro", "jtt", "dfr")
 DEFAULTS = dict(seeds=3, steps=150, gan_steps=500, gan_batch_size=32, cgn_steps=3000,
                 cgn_set=10000, cgn_epochs=3.0,
                 variant="colored", rho=1.0, scale_candidates=(1.0, 2.0, 4.0, 8.0),
@@ -68,7 +68,7 @@ def register(subparsers) -> None:
                    help=f"weight of the transferred stream (default {d.lambda2})")
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(METHODS)} (default all but "
-                        "the group-robustness baselines groupdro and jtt)")
+                        "the group-robustness baselines groupdro, jtt and dfr)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch threads (default {d.threads})")
     p.add_argument("--resume", action="store_true", default=None,
