@@ -59,6 +59,19 @@ def test_several_checkpoints_side_by_side(two_runs, tmp_path, capsys):
     assert (alone["top1"], alone["top5"]) == (res["rows"][1]["top1"], res["rows"][1]["top5"])
 
 
+def test_eval_without_a_protocol_is_accuracy(two_runs, tmp_path, capsys):
+    """`genint-fast eval --checkpoint C ...` (the form before the protocols arrived) runs the
+    accuracy protocol."""
+    ckpt = str(two_runs / "erm0" / "checkpoint.pt")
+    assert cli_main(["eval", "--checkpoint", ckpt, "--n", "40", "--out", str(tmp_path)]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert cli_main(["eval", "accuracy", "--checkpoint", ckpt, "--n", "40",
+                     "--out", str(tmp_path / "b")]) == 0
+    named = json.loads(capsys.readouterr().out)
+    assert plain["protocol"] == named["protocol"] == "accuracy"
+    assert plain["rows"][0]["top1"] == named["rows"][0]["top1"]
+
+
 def test_accuracy_on_built_in_digits_reports_the_groups(two_runs, tmp_path, capsys):
     """Worst-group, average-group and bias-conflicting accuracy equal a hand computation from
     the checkpoint's own predictions and the split's recorded stroke ids."""

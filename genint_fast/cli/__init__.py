@@ -104,6 +104,10 @@ def _user_import_error(exc: ImportError) -> bool:
 
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) >= 2 and argv[0] == "eval" and argv[1].startswith("--") \
+            and argv[1] not in ("-h", "--help"):
+        argv.insert(1, "accuracy")   # `eval --checkpoint C ...` is the accuracy protocol
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
