@@ -379,10 +379,32 @@ def _run_fingerprint(keys: dict, cfg: DemoConfig, *paths_and_corrupted) -> str:
     *paths, corrupted = paths_and_corrupted
     h = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode())
     for p in paths:
-        h.update(Path(p).read_bytes() if p else b"-")
+        h.update(_weights_digest(p) if p else b"-")
     h.update(json.dumps([cfg.test_size, cfg.data_seed, cfg.corruption_n if corrupted else 0,
                          list(cfg.corruption_severities)], default=str).encode())
     return h.hexdigest()
+
+
+def _weights_digest(path) -> bytes:
+    """sha256 of the tensors that decide what a generator or directions file produces (the
+    generator weights and their moving averages; every tensor of a safetensors file), so a
+    cached checkpoint re-saved on resume with new optimiser or RNG state keeps its digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        tensors = load_file(str(path))
+    else:
+        st = torch.load(str(path), map_location="cpu", weights_only=False)
+        tensors = {f"{k}.{n}": t for k in ("G", "G_ema", "ema", "model")
+                   if isinstance(st.get(k), dict) for n, t in st[k].items()}
+    for name in sorted(tensors):
+        t = tensors[name]
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.digest()
 
 
 def _kept_run(run_dir: Path, fingerprint: str):

@@ -158,3 +158,19 @@ def test_summary_over_settings_has_a_row_per_setting_and_method(tmp_path):
     assert rows[3].startswith("| colored | 1 | cgn | 50.0 +- 2.5 (sd 1.0) | 12.3 +- 5.0 (sd 2.0) | 3 |")
     assert "- colored, rho 0.9: CGN target NOT met: cgn OOD 30.0" in text
     assert "Wall time: 120 s" in text
+
+
+def test_run_fingerprint_follows_the_generator_weights_not_the_file(tmp_path):
+    """A cached generator re-saved on resume (new RNG or optimiser state) keeps its digest; new
+    weights change it."""
+    import torch
+
+    from genint_fast.demo import _weights_digest
+
+    w = torch.arange(6.0).reshape(2, 3)
+    torch.save({"G": {"w": w}, "rng": torch.tensor([1]), "opt_g": {"s": 1}}, tmp_path / "a.pt")
+    torch.save({"G": {"w": w.clone()}, "rng": torch.tensor([2]), "opt_g": {"s": 2}},
+               tmp_path / "b.pt")
+    torch.save({"G": {"w": w + 1}, "rng": torch.tensor([1]), "opt_g": {"s": 1}}, tmp_path / "c.pt")
+    a, b, c = (_weights_digest(tmp_path / f"{n}.pt") for n in "abc")
+    assert a == b != c
