@@ -794,7 +794,10 @@ def _write_markdown(results: dict, path: Path):
         f"Why this variant: {WHY_VARIANT}", "",
         format_results_table(results), "",
         "OOD worst-group: the lowest top-1 over the OOD split's (class, stroke colour id) "
-        "groups of at least 5 images (`genint_fast.eval.groups`; about 10 images per group).", "",
+        "groups of at least 5 images (`genint_fast.eval.groups`; about 10 images per group). "
+        "Model selection: none, every run keeps its last weights of a fixed schedule "
+        "(`select=last`; the trainer's `select=val` is DomainBed's training-domain "
+        "validation).", "",
         f"**Verdict:** {results['verdict']}", "",
         *([f"**CGN:** {results['cgn_verdict']}", ""] if results.get("cgn_verdict") else []),
         *(_gan_sections(results) if results.get("measures") else []),
