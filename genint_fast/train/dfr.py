@@ -86,13 +86,11 @@ def _to_layer(scaler, lr, num_classes):
     return w, b
 
 
-def _worst_group(pred, y, groups):
-    return min(float((pred[groups == g] == y[groups == g]).mean()) for g in np.unique(groups))
-
-
 def fit_last_layer(x, y, groups, *, num_classes, retrains=10, c_grid=C_GRID, seed=0) -> dict:
     """DFR on features x (N, D) with labels y and groups: returns {"weight", "bias", "C",
     "tune_worst_group", "subset_size"}."""
+    from ..eval.groups import group_accuracy
+
     y, groups = np.asarray(y), np.asarray(groups)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
@@ -101,7 +99,9 @@ def fit_last_layer(x, y, groups, *, num_classes, retrains=10, c_grid=C_GRID, see
     for c in c_grid:
         sub = a[balanced_subset(groups[a], rng)]
         scaler, lr = _fit(x[sub], y[sub], c, seed)
-        scores[c] = _worst_group(lr.predict(scaler.transform(x[b])), y[b], groups[b])
+        scores[c] = group_accuracy(torch.as_tensor(lr.predict(scaler.transform(x[b]))),
+                                   torch.as_tensor(y[b]), torch.as_tensor(groups[b]),
+                                   min_count=1)["worst"]
     best_c = max(c_grid, key=lambda c: (scores[c], -c_grid.index(c)))
     ws, bs = [], []
     for r in range(retrains):
