@@ -59,10 +59,16 @@ TINY = ["mode=groupdro", "data=digits:colored:0.8", "data_size=160", "batch_size
 
 def test_trainer_upweights_groups_and_resumes_exactly(tmp_path):
     whole = Trainer(load_config(None, TINY + ["steps=8", f"out={tmp_path / 'w'}"]))
-    assert torch.unique(whole.groups).numel() > 10      # rho 0.8: off-colour groups exist
+    present = torch.unique(whole.groups)
+    assert present.numel() > 10      # rho 0.8: off-colour groups exist
+    # only the groups present get a weight (an empty one would scale the loss down), indexed
+    # 0..k-1, starting uniform
+    assert torch.equal(present, torch.arange(whole.dro.num_groups))
+    assert torch.allclose(whole.dro.q, torch.full_like(whole.dro.q, 1 / present.numel()))
     whole.fit()
     q = whole.dro.q
-    assert q.sum().item() == pytest.approx(1.0) and not torch.allclose(q, torch.full_like(q, 0.01))
+    assert q.sum().item() == pytest.approx(1.0)
+    assert not torch.allclose(q, torch.full_like(q, 1 / present.numel()))
     first = Trainer(load_config(None, TINY + ["steps=4", f"out={tmp_path / 's'}"]))
     first.fit()
     second = Trainer(load_config(None, TINY + ["steps=8", f"out={tmp_path / 's'}"]))

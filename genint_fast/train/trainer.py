@@ -445,10 +445,14 @@ class Trainer:
         if getattr(self, "nuisance", None) is None:
             raise ValueError("mode groupdro needs the training images' nuisance ids: pass data="
                              "(images, labels, nuisance) or train on data=digits:<variant>")
-        self.groups = group_ids(self.data.labels.cpu(), self.nuisance).to(self.device)
-        dro = GroupDRO(cfg.num_classes * 10, cfg.dro_eta, device=self.device)
-        say(f"Group DRO: {int(torch.unique(self.groups).numel())} of {dro.num_groups} (class, "
-            f"stroke colour) groups present in the training data, eta {cfg.dro_eta:g}")
+        # Only the groups the training data hold get a weight: an empty group would keep its
+        # share of q and scale every loss down (at rho 1, 10 of 100 groups are present).
+        present, self.groups = torch.unique(group_ids(self.data.labels.cpu(), self.nuisance),
+                                            return_inverse=True)
+        self.groups = self.groups.to(self.device)
+        dro = GroupDRO(int(present.numel()), cfg.dro_eta, device=self.device)
+        say(f"Group DRO: {dro.num_groups} (class, stroke colour) groups present in the training "
+            f"data, eta {cfg.dro_eta:g}")
         return dro
 
     def _build_selector(self, say):
