@@ -80,6 +80,12 @@ class DemoConfig:
     methods: tuple = DEFAULT_METHODS
     seeds: int = 3                    # the tables in README use --seeds 5
     steps: int = 150
+    # model selection (DomainBed's training-domain validation): "last" keeps every run's last
+    # weights; "val" the weights that score best on val_size images of the val split (drawn from
+    # the training distribution), scored every val_every steps
+    select: str = "last"
+    val_every: int = 25
+    val_size: int = 1000
     batch_size: int = 64
     gen_batch_size: int = 32
     lr: float = 0.05
@@ -152,6 +158,14 @@ class DemoConfig:
         if self.gan_steps < 0 or self.cgn_steps < 0:
             raise ValueError(f"gan_steps and cgn_steps must be >= 0, got {self.gan_steps}, "
                              f"{self.cgn_steps}")
+        if self.variant == "cmnist" and self.rho != 1.0:
+            raise ValueError("cmnist has no rho (its environments fix the colour-label "
+                             "agreement); leave --rho out")
+        if self.select not in ("last", "val", "oracle") or self.val_every < 1 or \
+                self.val_size < 1:
+            raise ValueError(f"select must be last, val or oracle with val_every, val_size >= 1, "
+                             f"got "
+                             f"{self.select!r}, {self.val_every}, {self.val_size}")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise ValueError(f"methods must be a non-empty subset of {', '.join(METHODS)}, got "
@@ -234,6 +248,49 @@ def format_results_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _selection_note(c: dict) -> str:
+    if c.get("select", "last") == "last":
+        return ("Model selection: none, every run keeps its last weights of a fixed schedule "
+                "(`select=last`; `--select val` is DomainBed's training-domain validation).")
+    if c["select"] == "oracle":
+        return (f"Model selection: ORACLE (DomainBed's test-domain validation, an upper bound, "
+                f"not a result): every run keeps the weights with the best top-1 on "
+                f"{c['val_size']} images of the val-ood split (the test distribution on the "
+                f"validation digit shapes, disjoint from the test images), scored every "
+                f"{c['val_every']} steps.")
+    return (f"Model selection: training-domain validation (DomainBed), every run keeps the "
+            f"weights with the best top-1 on {c['val_size']} images of the val split (drawn "
+            f"from the training distribution, disjoint digit shapes), scored every "
+            f"{c['val_every']} steps and at the end; no test split is read.")
+
+
+def format_environment_table(results: dict) -> str:
+    """cmnist: DomainBed's layout, one column per environment (top-1 %, mean +- standard error
+    over seeds), then the OOD split's worst-group and average-group top-1."""
+    rows = [(name, r["runs"]) for name, r in results["methods"].items()
+            if all("environments" in run for run in r["runs"])]
+    if not rows:
+        return ""
+    envs = list(rows[0][1][0]["environments"])
+
+    def mse(vals):
+        vals = [100 * v for v in vals]
+        se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else float("nan")
+        return f"{statistics.fmean(vals):.1f} +- {se:.1f}" if math.isfinite(se) \
+            else f"{statistics.fmean(vals):.1f}"
+    lines = ["ColoredMNIST (DomainBed's environments; +90% and +80% are the two training "
+             "environments' test images, -90% the test environment; top-1 %, mean +- standard "
+             "error over seeds):", "",
+             "| method | " + " | ".join(envs) + " | -90% worst-group | -90% average-group |",
+             "|---|" + "---|" * (len(envs) + 2)]
+    for name, runs in rows:
+        lines.append(f"| {name} | " + " | ".join(mse(r["environments"][e] for r in runs)
+                                                 for e in envs)
+                     + f" | {mse(r['ood_worst_group'] for r in runs)}"
+                     + f" | {mse(r['ood_average_group'] for r in runs)} |")
+    return "\n".join(lines)
+
+
 def _verdict(results: dict) -> tuple[bool | None, str]:
     """GenInt's bar: genint and genint-transfer each beat erm and gan-aug out of distribution
     by >= 5 points with non-overlapping 95% intervals, and lose <= 2 points in distribution."""
@@ -274,10 +331,12 @@ def _data(cfg: DemoConfig):
 
 
 def _gan(cfg: DemoConfig, train, out: Path, log):
+    from .data.digits import num_classes_of
     from .generators import GANTrainConfig, SmallGANConfig, load_small_generator, train_gan
 
     path = out / "gan.pt"
-    model_config = SmallGANConfig(num_classes=10, class_bn=cfg.gan_class_bn)
+    model_config = SmallGANConfig(num_classes=num_classes_of(cfg.variant),
+                                  class_bn=cfg.gan_class_bn)
     if path.is_file():
         from .generators.train_gan import _read_checkpoint
 
@@ -303,15 +362,17 @@ def _gan(cfg: DemoConfig, train, out: Path, log):
 
 def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, train, tests,
                out: Path, log, cgn_path=None, corrupted=None):
+    from .data.digits import num_classes_of
     from .train.config import TrainConfig
     from .train.trainer import Trainer, evaluate
+    from .train.selection import BEST_NAME
 
     run_dir = out / "runs" / f"{method.replace('+', '_')}_seed{seed}"
     mode = "genint" if method in CONTROLS else method
     gen_batch = (cfg.gan_aug_batch_size or cfg.batch_size) if method == "gan-aug" \
         else cfg.gen_batch_size
     keys = dict(
-        mode=mode, model="smallcnn", num_classes=10,
+        mode=mode, model="smallcnn", num_classes=num_classes_of(cfg.variant),
         data=f"digits:{cfg.variant}:{cfg.rho}", data_size=cfg.train_size,
         batch_size=cfg.batch_size,
         gen_batch_size=gen_batch if method in GAN_METHODS else 0,
@@ -333,16 +394,19 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
         intervention_mode=cfg.intervention_mode,
         intervention_style=cfg.intervention_style,
         steps=cfg.steps, lr=cfg.lr, lr_step_epochs=1e6, seed=seed, threads=cfg.threads,
+        **(_selection_keys(cfg) if method != "dfr" else {}),   # dfr chooses C on val itself
         out=str(run_dir), checkpoint_every=10 ** 9, log_every=max(cfg.steps // 4, 1),
         progress=False, device="cpu")
     if method in CGN_METHODS:
         keys.update(_cgn_protocol(cfg))
-    if method == "dfr":   # the last layer of the same seed's erm run, refit
-        keys["init_weights"] = str(out / "runs" / f"erm_seed{seed}" / "checkpoint.pt")
+    if method == "dfr":   # the last layer of the same seed's erm run (as selected), refit
+        keys["init_weights"] = str(out / "runs" / f"erm_seed{seed}" /
+                                   (BEST_NAME if cfg.select != "last" else "checkpoint.pt"))
     tc = TrainConfig(**keys).validate()
     fingerprint = _run_fingerprint(keys, cfg, gan_path, dir_path, cgn_path, corrupted)
     if cfg.resume and not (method == "genint-transfer" and seed == 0):   # its trainer draws
-        kept = _kept_run(run_dir, fingerprint)                            # the transfer figure
+        kept = _kept_run(run_dir, fingerprint,                            # the transfer figure
+                         BEST_NAME if cfg.select != "last" and method != "dfr" else None)
         if kept is not None:
             log(f"  {method:16s} seed {seed}: kept from {run_dir} (--resume)")
             return kept
@@ -361,14 +425,41 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     return row, trainer
 
 
-def _worst_group(model, test) -> float:
-    """Worst-group top-1 of `model` on a test split, groups = class x stroke colour id
-    (eval.groups; groups of fewer than 5 images cannot be the worst)."""
+def _selection_keys(cfg: DemoConfig) -> dict:
+    """The trainer's model-selection keys; none under select=last, so the runs of earlier
+    tables keep their fingerprints."""
+    if cfg.select == "last":
+        return {}
+    return dict(select=cfg.select, val_every=cfg.val_every, val_size=cfg.val_size,
+                data_seed=cfg.data_seed)
+
+
+def _environment_accuracy(model, tests: dict) -> dict:
+    """cmnist: top-1 per environment, named as DomainBed's columns ("+90%", "+80%" from the
+    test-id split's two training environments, "-90%" the test-ood split)."""
+    from .data.digits import CMNIST_ENVIRONMENTS
+    from .train.trainer import logits_of
+
+    out = {}
+    for ds in tests.values():
+        pred = torch.cat([lg.argmax(1).cpu() for _, lg in logits_of(model, ds.images)])
+        for e in torch.unique(ds.environment).tolist():
+            sel = ds.environment == e
+            flip = CMNIST_ENVIRONMENTS[e]     # DomainBed: "+90%" agrees 90%, "-90%" flips 90%
+            name = f"+{100 * (1 - flip):.0f}%" if flip < 0.5 else f"-{100 * flip:.0f}%"
+            out[name] = (pred[sel] == ds.labels[sel]).float().mean().item()
+    return out
+
+
+def _group_scores(model, test) -> dict:
+    """Worst-group and average-group top-1 of `model` on a test split, groups = class x stroke
+    colour id (eval.groups; groups of fewer than 5 images cannot be the worst)."""
     from .eval.groups import group_accuracy, group_ids
     from .train.trainer import logits_of
 
     pred = torch.cat([lg.argmax(1).cpu() for _, lg in logits_of(model, test.images)])
-    return group_accuracy(pred, test.labels, group_ids(test.labels, test.nuisance))["worst"]
+    r = group_accuracy(pred, test.labels, group_ids(test.labels, test.nuisance))
+    return {"ood_worst_group": r["worst"], "ood_average_group": r["average"]}
 
 
 def _run_fingerprint(keys: dict, cfg: DemoConfig, *paths_and_corrupted) -> str:
@@ -407,8 +498,9 @@ def _weights_digest(path) -> bytes:
     return h.digest()
 
 
-def _kept_run(run_dir: Path, fingerprint: str):
-    """(row, holder of the model) of a finished run with this fingerprint, else None."""
+def _kept_run(run_dir: Path, fingerprint: str, weights: str | None = None):
+    """(row, holder of the model) of a finished run with this fingerprint, else None; the model
+    is read from `weights` in run_dir (default: the last checkpoint)."""
     from types import SimpleNamespace
 
     from .eval.checkpoints import load_classifier
@@ -418,9 +510,10 @@ def _kept_run(run_dir: Path, fingerprint: str):
         kept = json.loads((run_dir / "row.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if kept.get("fingerprint") != fingerprint or not (run_dir / CHECKPOINT_NAME).is_file():
+    path = run_dir / (weights or CHECKPOINT_NAME)
+    if kept.get("fingerprint") != fingerprint or not path.is_file():
         return None
-    return kept["row"], SimpleNamespace(model=load_classifier(run_dir / CHECKPOINT_NAME).model)
+    return kept["row"], SimpleNamespace(model=load_classifier(path).model)
 
 
 def _cgn_protocol(cfg: DemoConfig) -> dict:
@@ -518,7 +611,8 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
                    "feature_net": "(given checkpoint)"}
     else:
         path = out / "cgn.pt"
-        mc, tc = preset_configs("default", cfg.variant, train_overrides=dict(
+        mc, tc = preset_configs("default", cfg.variant, num_classes=train.num_classes,
+                                train_overrides=dict(
             steps=cfg.cgn_steps, batch_size=cfg.cgn_batch_size, feature_net=cfg.cgn_feature_net,
             seed=cfg.data_seed, log_every=max(cfg.cgn_steps // 5, 1), checkpoint_every=250))
         summary = train_cgn(train.float_images() * 2 - 1, train.labels, path, model_config=mc,
@@ -533,7 +627,10 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
 
     reader, reader_acc = cached_shape_reader(out / "shape_reader.pt", cfg.shape_reader_steps,
                                              seed=cfg.data_seed, log=log)
-    summary["shape_consistency"] = shape_consistency(cgn, reader)
+    # cmnist's classes are digit ranges (0-4, 5-9): the reader's digit is mapped to its range
+    summary["shape_consistency"] = shape_consistency(
+        cgn, reader, digit_to_class=(lambda d: (d >= 5).long()) if cfg.variant == "cmnist"
+        else None)
     summary["shape_reader_accuracy"] = reader_acc
     counterfactual_sheet(cgn, out / "counterfactuals.png")
     return path, summary
@@ -636,7 +733,7 @@ def _intervention_figure(gen, directions, cfg, out: Path):
     rows = list(range(min(8, directions.k)))
     imgs = intervention_grid(gen, directions, rows=rows, steps=9, scale=cfg.scale or 4.0,
                              mode=cfg.intervention_mode, seed=1,
-                             class_ids=torch.arange(len(rows)) % 10)
+                             class_ids=torch.arange(len(rows)) % gen.num_classes)
     return save_grid(imgs, out / "interventions.png", ncols=9)
 
 
@@ -644,10 +741,10 @@ def _gan_samples_figure(gen, out: Path):
     from .intervene import save_grid
 
     rng = torch.Generator().manual_seed(0)
-    labels = torch.arange(10).repeat(6)
+    labels = torch.arange(gen.num_classes).repeat(60 // gen.num_classes)
     with torch.no_grad():
         x = gen(gen.sample_latents(labels.numel(), generator=rng), labels)
-    return save_grid(x, out / "gan_samples.png", ncols=10)
+    return save_grid(x, out / "gan_samples.png", ncols=10 if gen.num_classes == 10 else 12)
 
 
 def _gradcam_figure(per_method: dict, models: dict, test_ood, out: Path, n=8):
@@ -794,10 +891,8 @@ def _write_markdown(results: dict, path: Path):
         f"Why this variant: {WHY_VARIANT}", "",
         format_results_table(results), "",
         "OOD worst-group: the lowest top-1 over the OOD split's (class, stroke colour id) "
-        "groups of at least 5 images (`genint_fast.eval.groups`; about 10 images per group). "
-        "Model selection: none, every run keeps its last weights of a fixed schedule "
-        "(`select=last`; the trainer's `select=val` is DomainBed's training-domain "
-        "validation).", "",
+        "groups of at least 5 images (`genint_fast.eval.groups`). " + _selection_note(c), "",
+        *([format_environment_table(results), ""] if c["variant"] == "cmnist" else []),
         f"**Verdict:** {results['verdict']}", "",
         *([f"**CGN:** {results['cgn_verdict']}", ""] if results.get("cgn_verdict") else []),
         *(_gan_sections(results) if results.get("measures") else []),
@@ -920,7 +1015,10 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
                                     cgn_path=cgn_path, corrupted=corrupted)
             if seed == 0:
                 seed0_models[method] = trainer.model
-            r.setdefault("ood_worst_group", _worst_group(trainer.model, test_ood))
+            if "ood_average_group" not in r:
+                r.update(_group_scores(trainer.model, test_ood))
+            if cfg.variant == "cmnist" and "environments" not in r:
+                r["environments"] = _environment_accuracy(trainer.model, tests)
             runs.append(r)
             log(f"  {method:16s} seed {seed}: ID {100 * r['id']:.1f}  OOD {100 * r['ood']:.1f}"
                 f"  ({r['seconds']:.0f} s)")
@@ -936,6 +1034,8 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
                               "ood_ci95": _ci95(r["ood"] for r in runs),
                               "oodwg_mean": wg_m, "oodwg_std": wg_s,
                               "oodwg_ci95": _ci95(r["ood_worst_group"] for r in runs),
+                              "oodavg_mean": _mean_std(r["ood_average_group"] for r in runs)[0],
+                              "oodavg_ci95": _ci95(r["ood_average_group"] for r in runs),
                               "seconds_mean": statistics.fmean(r["seconds"] for r in runs),
                               "runs": runs}
 

@@ -50,7 +50,7 @@ def test_selection_survives_a_resume(tmp_path):
 def test_select_val_on_a_folder_needs_val_data(tmp_path):
     with pytest.raises(ValueError, match="val_data is needed for select=val"):
         load_config(None, ["mode=erm", f"data=folder:{tmp_path}", "select=val"])
-    with pytest.raises(ValueError, match='select must be "last" or "val"'):
+    with pytest.raises(ValueError, match='select must be "last", "val" or "oracle"'):
         load_config(None, ["mode=erm", "select=best"])
 
 

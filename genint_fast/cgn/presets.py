@@ -42,6 +42,7 @@ def preset_configs(preset: str = "default", variant: str | None = None, *, num_c
     from ..data.digits import canonical_variant
 
     v = canonical_variant(variant) if variant else FOLDER_VARIANT
+    v = "colored" if v == "cmnist" else v      # cmnist's strokes are coloured on black too
     model = {"num_classes": num_classes}
     train = {"steps": DEFAULT_STEPS, "ema": DEFAULT_EMA}
     if preset == "reference":

@@ -25,8 +25,9 @@ def register(sub) -> None:
                        description="Train (or resume) the small 32x32 CGN: shape, texture and "
                                    "background mechanisms; write a counterfactual sheet.")
     p.add_argument("--data", metavar="SOURCE",
-                   help="digits:<colored|double-colored|wildlife>[:RHO] (built-in biased digits, "
-                        "train split) or an image folder (class sub-folders, resized to 32x32)")
+                   help="digits:<colored|double-colored|wildlife|cmnist>[:RHO] (built-in biased "
+                        "digits, train split) or an image folder (class sub-folders, resized "
+                        "to 32x32)")
     p.add_argument("--out", metavar="CKPT",
                    help="checkpoint file (resumed if present, unless --no-resume); required")
     p.add_argument("--steps", type=int, default=None, help="total steps (default 3000)")
@@ -83,7 +84,8 @@ def _variant(source: str):
     if source.startswith("digits:"):
         parts = source.split(":")
         if len(parts) < 2 or not parts[1]:
-            raise ValueError(f"--data {source!r}: give digits:<colored|double-colored|wildlife>")
+            raise ValueError(f"--data {source!r}: give "
+                             "digits:<colored|double-colored|wildlife|cmnist>")
         return parts[1]
     return None
 

@@ -9,9 +9,10 @@ import time
 
 # genint_fast.data.digits' VARIANTS, SPLITS, DEFAULT_SIZES, SIZE, DEFAULT_RHO and SHAPE_SOURCES,
 # copied so that --help does not import torch; tests/test_startup.py checks that they are equal.
-VARIANTS = ("colored", "double-colored", "wildlife")
-SPLITS = ("train", "test-id", "test-ood", "val")
-DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000}
+VARIANTS = ("colored", "double-colored", "wildlife", "cmnist")
+SPLITS = ("train", "test-id", "test-ood", "val", "val-ood")
+EXPORT_SPLITS = SPLITS[:4]
+DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000, "val-ood": 2000}
 SIZE = 32
 DEFAULT_RHO = 1.0
 SHAPE_SOURCES = ("mnist", "sklearn")
@@ -33,7 +34,7 @@ def register(sub) -> None:
                         "sklearn (scikit-learn's 8x8 digits, the earlier benchmark)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", required=True, metavar="DIR")
-    e.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    e.add_argument("--splits", nargs="+", choices=SPLITS, default=list(EXPORT_SPLITS))
     for s in SPLITS:
         e.add_argument(f"--n-{s}", type=int, default=DEFAULT_SIZES[s], metavar="N",
                        help=f"samples in {s} (default {DEFAULT_SIZES[s]})")

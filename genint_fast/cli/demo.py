@@ -69,6 +69,11 @@ def register(subparsers) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(METHODS)} (default all but "
                         "the group-robustness baselines groupdro, jtt and dfr)")
+    p.add_argument("--select", choices=("last", "val", "oracle"), default=None,
+                   help="model selection: last weights, the best on the val split drawn from "
+                        "the training distribution (DomainBed's training-domain validation), or "
+                        "oracle: the best on the test distribution's val-ood split (an upper "
+                        "bound, marked as such) (default last)")
     p.add_argument("--threads", type=int, default=None,
                    help=f"torch threads (default {d.threads})")
     p.add_argument("--resume", action="store_true", default=None,
@@ -89,7 +94,7 @@ def demo_main(args) -> int:
                                                "cgn_steps", "scale", "intervention_mode",
                                                "cgn_checkpoint", "cgn_set", "cgn_epochs",
                                                "intervention_style", "lambda1", "lambda2",
-                                               "threads", "resume")
+                                               "threads", "resume", "select")
                  if getattr(args, k) is not None}
     if args.lambda1 is not None:
         overrides["lambda1_transfer"] = args.lambda1

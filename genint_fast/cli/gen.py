@@ -32,8 +32,9 @@ def register(sub) -> None:
     # ---- gan
     p = sub.add_parser("gan", help="train the small class-conditional 32x32 GAN")
     p.add_argument("--data", required=True, metavar="SOURCE",
-                   help="digits:<colored|double-colored|wildlife>[:RHO] (built-in biased digits, "
-                        "train split) or an image folder (class sub-folders, resized to 32x32)")
+                   help="digits:<colored|double-colored|wildlife|cmnist>[:RHO] (built-in biased "
+                        "digits, train split) or an image folder (class sub-folders, resized "
+                        "to 32x32)")
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file (resumed if present)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)

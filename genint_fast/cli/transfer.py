@@ -11,8 +11,8 @@ FEATURES_HELP = ("small (the project's small VGG-like net, trained on the biased
                  "cached the first time), vgg19 (torchvision's cache, never downloaded), "
                  "vgg19:PATH (a VGG19 state dict), or a file saved by genint_fast.features."
                  "save_small_vgg")
-SOURCE_HELP = ("digits:<colored|double-colored|wildlife>[:RHO] (built-in biased digits, test-id "
-               "split) or an image folder (class sub-folders or flat)")
+SOURCE_HELP = ("digits:<colored|double-colored|wildlife|cmnist>[:RHO] (built-in biased digits, "
+               "test-id split) or an image folder (class sub-folders or flat)")
 
 
 def register(sub) -> None:

