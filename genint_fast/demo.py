@@ -124,7 +124,10 @@ class DemoConfig:
     # distribution erm is at chance already and a relative mCE is undefined)
     corruption_n: int = 200
     corruption_severities: tuple = (1, 2, 3, 4, 5)
-    threads: int = 2
+    threads: int = 2                  # torch threads when jobs = 1
+    jobs: int = 2                     # processes at once (the CGN beside the GAN stages, then
+                                      # the classifier runs), one thread each; 1: all in this
+                                      # process with `threads` threads
     resume: bool = False              # keep the classifier runs already in OUT/runs whose
                                       # fingerprint (config, generators, data) is unchanged
     quick: bool = False
@@ -140,7 +143,7 @@ class DemoConfig:
         if not 0 <= self.rho <= 1:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
         for key in ("train_size", "test_size", "seeds", "steps", "batch_size", "gen_batch_size",
-                    "num_directions", "top_k", "m", "threads", "gan_batch_size",
+                    "num_directions", "top_k", "m", "threads", "jobs", "gan_batch_size",
                     "cgn_batch_size", "cgn_stream_batch_size", "cgn_per_mask", "measure_n",
                     "corruption_n"):
             if int(getattr(self, key)) < 1:
@@ -360,14 +363,24 @@ def _gan(cfg: DemoConfig, train, out: Path, log):
     return path, load_small_generator(path), summary
 
 
-def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, train, tests,
-               out: Path, log, cgn_path=None, corrupted=None):
-    from .data.digits import num_classes_of
-    from .train.config import TrainConfig
-    from .train.trainer import Trainer, evaluate
-    from .train.selection import BEST_NAME
+def _run_dir(out: Path, method: str, seed: int) -> Path:
+    return Path(out) / "runs" / f"{method.replace('+', '_')}_seed{seed}"
 
-    run_dir = out / "runs" / f"{method.replace('+', '_')}_seed{seed}"
+
+def _weights_name(cfg: DemoConfig, method: str) -> str:
+    """The file in a run folder that holds the weights its row measured."""
+    from .train.selection import BEST_NAME
+    from .train.trainer import CHECKPOINT_NAME
+
+    return BEST_NAME if cfg.select != "last" and method != "dfr" else CHECKPOINT_NAME
+
+
+def _run_keys(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, out: Path,
+              cgn_path=None) -> dict:
+    """The TrainConfig keys of one classifier run."""
+    from .data.digits import num_classes_of
+
+    run_dir = _run_dir(out, method, seed)
     mode = "genint" if method in CONTROLS else method
     gen_batch = (cfg.gan_aug_batch_size or cfg.batch_size) if method == "gan-aug" \
         else cfg.gen_batch_size
@@ -400,13 +413,22 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
     if method in CGN_METHODS:
         keys.update(_cgn_protocol(cfg))
     if method == "dfr":   # the last layer of the same seed's erm run (as selected), refit
-        keys["init_weights"] = str(out / "runs" / f"erm_seed{seed}" /
-                                   (BEST_NAME if cfg.select != "last" else "checkpoint.pt"))
+        keys["init_weights"] = str(_run_dir(out, "erm", seed) / _weights_name(cfg, "erm"))
+    return keys
+
+
+def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, train, tests,
+               out: Path, log, cgn_path=None, corrupted=None):
+    """Train (or, with resume, keep) one classifier run: (row, holder of its model)."""
+    from .train.config import TrainConfig
+    from .train.trainer import Trainer, evaluate
+
+    keys = _run_keys(cfg, method, seed, gan_path, dir_path, out, cgn_path)
+    run_dir = Path(keys["out"])
     tc = TrainConfig(**keys).validate()
     fingerprint = _run_fingerprint(keys, cfg, gan_path, dir_path, cgn_path, corrupted)
-    if cfg.resume and not (method == "genint-transfer" and seed == 0):   # its trainer draws
-        kept = _kept_run(run_dir, fingerprint,                            # the transfer figure
-                         BEST_NAME if cfg.select != "last" and method != "dfr" else None)
+    if cfg.resume:
+        kept = _kept_run(run_dir, fingerprint, _weights_name(cfg, method))
         if kept is not None:
             log(f"  {method:16s} seed {seed}: kept from {run_dir} (--resume)")
             return kept
@@ -420,9 +442,145 @@ def _train_one(cfg: DemoConfig, method: str, seed: int, gan_path, dir_path, trai
            "final_loss": last.get("loss")}
     if corrupted is not None:
         row["corruption"] = _corruption_errors(trainer.model, corrupted)
+    row.update(_group_scores(trainer.model, tests["ood"]))
+    if cfg.variant == "cmnist":
+        row["environments"] = _environment_accuracy(trainer.model, tests)
     write_text_atomic(json.dumps({"fingerprint": fingerprint, "row": row}, indent=1),
                       run_dir / "row.json")
     return row, trainer
+
+
+# ----------------------------------------------------------------------- classifier runs
+def _log_row(log, method: str, seed: int, r: dict) -> None:
+    log(f"  {method:16s} seed {seed}: ID {100 * r['id']:.1f}  OOD {100 * r['ood']:.1f}"
+        f"  ({r['seconds']:.0f} s)")
+
+
+def _sequential_runs(cfg: DemoConfig, out: Path, train, tests, corrupted, gens, log):
+    """Every (method, seed) run in this process: ({(method, seed): row}, {method: seed 0's
+    model})."""
+    rows, models = {}, {}
+    for method in cfg.methods:
+        for seed in range(cfg.seeds):
+            r, trainer = _train_one(cfg, method, seed, gens["gan_path"], gens["dir_path"], train,
+                                    tests, out, log, cgn_path=gens["cgn_path"],
+                                    corrupted=corrupted)
+            _log_row(log, method, seed, r)
+            rows[method, seed] = r
+            if seed == 0:
+                models[method] = trainer.model
+    return rows, models
+
+
+def _parallel_runs(cfg: DemoConfig, out: Path, pool: "_JobPool", gens: dict, cgn_pending: bool,
+                   log):
+    """Every (method, seed) run in the worker processes, each submitted once what it reads
+    exists (the CGN for cgn rows, the same seed's erm run for dfr): ({(method, seed): row},
+    the CGN summary if the CGN was trained in the pool, else None)."""
+    gens = dict(gens)
+    todo = [(m, s) for m in cfg.methods for s in range(cfg.seeds)]
+    rows, cgn_summary, running = {}, None, 1 if cgn_pending else 0
+
+    def ready(m, s):
+        return ((m not in CGN_METHODS or not cgn_pending)
+                and (m != "dfr" or ("erm", s) in rows))
+
+    while todo or running:
+        for m, s in [job for job in todo if ready(*job)]:
+            todo.remove((m, s))
+            pool.submit((m, s), _worker_run, cfg, m, s, gens, str(out))
+            running += 1
+        tag, result = pool.next_done()
+        running -= 1
+        if tag == "cgn":
+            cgn_pending = False
+            gens["cgn_path"], cgn_summary = Path(result[0]), result[1]
+            for w in cgn_summary.get("warnings", []):
+                log(f"  WARNING: the decomposition failed: {w}")
+            log(f"  CGN done in {cgn_summary['wall_s']:.0f} s (shape consistency "
+                f"{100 * cgn_summary['shape_consistency']:.0f}%)")
+        else:
+            rows[tag], notes = result
+            for note in notes:
+                log(note)
+            _log_row(log, *tag, rows[tag])
+    return rows, cgn_summary
+
+
+def _run_model(cfg: DemoConfig, out: Path, method: str, seed: int):
+    """The model a finished run's row measured, read back from its folder."""
+    from .eval.checkpoints import load_classifier
+
+    return load_classifier(_run_dir(out, method, seed) / _weights_name(cfg, method)).model
+
+
+def _figure_trainer(cfg: DemoConfig, out: Path, gens: dict, train):
+    """An untrained genint-transfer trainer (seed 0) for the transfer figure: the figure reads
+    its sampler and style transfer only, which training does not change."""
+    import tempfile
+
+    from .train.config import TrainConfig
+    from .train.trainer import Trainer
+
+    keys = _run_keys(cfg, "genint-transfer", 0, gens["gan_path"], gens["dir_path"], out,
+                     gens["cgn_path"])
+    with tempfile.TemporaryDirectory() as tmp:
+        keys["out"] = tmp
+        return Trainer(TrainConfig(**keys).validate(),
+                       data=(train.images, train.labels, train.nuisance), log=lambda m: None)
+
+
+_WORKER: dict = {}
+
+
+def _worker_init(train, tests, corrupted) -> None:
+    torch.set_num_threads(1)
+    _WORKER.update(train=train, tests=tests, corrupted=corrupted)
+
+
+def _worker_cgn(cfg: DemoConfig, out: str):
+    path, summary = _cgn(cfg, _WORKER["train"], Path(out), lambda m: print(f"  [cgn] {m}",
+                                                                               flush=True))
+    return str(path), summary
+
+
+def _worker_run(cfg: DemoConfig, method: str, seed: int, gens: dict, out: str) -> dict:
+    w = _WORKER
+    said = []     # the trainer's log stays in the worker; the resume note comes back
+    row, _ = _train_one(cfg, method, seed, gens["gan_path"], gens["dir_path"], w["train"],
+                        w["tests"], Path(out), said.append, cgn_path=gens["cgn_path"],
+                        corrupted=w["corrupted"])
+    return row, [m for m in said if "(--resume)" in m]
+
+
+class _JobPool:
+    """`workers` spawned processes (one torch thread each) holding the benchmark's tensors;
+    submit(tag, fn, *args) queues a call, next_done() returns (tag, result) of the next one to
+    finish and raises what a call raised."""
+
+    def __init__(self, workers: int, train, tests, corrupted, log):
+        import multiprocessing
+        import queue
+
+        self.workers = int(workers)
+        self.done = queue.Queue()
+        self.pool = multiprocessing.get_context("spawn").Pool(
+            self.workers, initializer=_worker_init, initargs=(train, tests, corrupted))
+        log(f"  {self.workers} worker processes, one thread each")
+
+    def submit(self, tag, fn, *args) -> None:
+        self.pool.apply_async(fn, args, callback=lambda r: self.done.put((tag, r, None)),
+                              error_callback=lambda e: self.done.put((tag, None, e)))
+
+    def next_done(self):
+        tag, result, error = self.done.get()
+        if error is not None:
+            raise error
+        return tag, result
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
 
 
 def _selection_keys(cfg: DemoConfig) -> dict:
@@ -468,6 +626,9 @@ def _run_fingerprint(keys: dict, cfg: DemoConfig, *paths_and_corrupted) -> str:
     import hashlib
 
     *paths, corrupted = paths_and_corrupted
+    # the thread count changes no more than the order of float sums: a run made with --jobs 1
+    # --threads 2 is kept by a later run in worker processes (one thread each)
+    keys = {k: v for k, v in keys.items() if k != "threads"}
     h = hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode())
     for p in paths:
         h.update(_weights_digest(p) if p else b"-")
@@ -964,17 +1125,38 @@ def write_summary(results_list: list, path: Path) -> Path:
 # ---------------------------------------------------------------------------- main entry
 def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
     """Run the whole pipeline, write the report into `out`, return the results dict."""
-    from .directions import discover, save_directions
-
     cfg.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(int(cfg.threads))
+    jobs = min(int(cfg.jobs), len(cfg.methods) * cfg.seeds + 1)
+    # with jobs > 1 every process computes with one thread: these small nets gain little from
+    # a second thread, much from a second process
+    torch.set_num_threads(1 if jobs > 1 else int(cfg.threads))
     t_start = time.perf_counter()
 
     log(f"[1/8] biased digits: {cfg.variant}, rho {cfg.rho}")
     train, test_id, test_ood = _data(cfg)
     tests = {"id": test_id, "ood": test_ood}
+    corrupted = _corrupted_test(cfg, test_id, log)
+    pool = _JobPool(jobs, train, tests, corrupted, log) if jobs > 1 else None
+    try:
+        return _run_stages(cfg, out, train, tests, corrupted, pool, t_start, log)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _run_stages(cfg: DemoConfig, out: Path, train, tests, corrupted, pool, t_start, log) -> dict:
+    """Stages 2-8 of run_demo; the CGN and the classifier runs go to `pool` when given."""
+    from .directions import discover, save_directions
+
+    test_ood = tests["ood"]
+    cgn_future = None
+    if pool is not None and any(m in CGN_METHODS for m in cfg.methods):
+        log(f"[6/8] CGN: {cfg.cgn_steps} steps in a worker process, beside the GAN stages "
+            f"(cached in {out / 'cgn.pt'})")
+        pool.submit("cgn", _worker_cgn, replace(cfg, threads=1), str(out))
+        cgn_future = True
 
     requested_scale = cfg.scale
     gan_path = dir_path = gan_summary = selection = measures = None
@@ -999,33 +1181,35 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
             "methods")
 
     cgn_path, cgn_summary = None, None
-    if any(m in CGN_METHODS for m in cfg.methods):
+    if cgn_future is not None:
+        pass     # the CGN's result arrives among the classifier runs', which wait for it
+    elif any(m in CGN_METHODS for m in cfg.methods):
         log(f"[6/8] CGN: {cfg.cgn_steps} steps (cached in {out / 'cgn.pt'})")
         cgn_path, cgn_summary = _cgn(cfg, train, out, log)
     else:
         log("[6/8] CGN: not needed by the chosen methods")
 
-    log(f"[7/8] classifiers: {', '.join(cfg.methods)} x {cfg.seeds} seed(s), {cfg.steps} steps")
-    corrupted = _corrupted_test(cfg, test_id, log)
-    per_method, transfer_trainer, seed0_models = {}, None, {}
+    log(f"[7/8] classifiers: {', '.join(cfg.methods)} x {cfg.seeds} seed(s), {cfg.steps} steps"
+        + (f", {pool.workers} at a time" if pool is not None else ""))
+    gens = dict(gan_path=gan_path, dir_path=dir_path, cgn_path=cgn_path)
+    if pool is None:
+        rows, seed0_models = _sequential_runs(cfg, out, train, tests, corrupted, gens, log)
+    else:
+        rows, cgn_done = _parallel_runs(cfg, out, pool, gens, cgn_future is not None, log)
+        if cgn_done is not None:
+            cgn_summary = cgn_done
+        seed0_models = {m: _run_model(cfg, out, m, 0) for m in cfg.methods}
+    per_method = {}
     for method in cfg.methods:
         runs = []
         for seed in range(cfg.seeds):
-            r, trainer = _train_one(cfg, method, seed, gan_path, dir_path, train, tests, out, log,
-                                    cgn_path=cgn_path, corrupted=corrupted)
-            if seed == 0:
-                seed0_models[method] = trainer.model
-            if "ood_average_group" not in r:
-                r.update(_group_scores(trainer.model, test_ood))
-            if cfg.variant == "cmnist" and "environments" not in r:
-                r["environments"] = _environment_accuracy(trainer.model, tests)
+            r = rows[method, seed]
+            if "ood_average_group" not in r:        # rows kept from before these columns
+                r.update(_group_scores(seed0_models.get(method) if seed == 0 else
+                                       _run_model(cfg, out, method, seed), test_ood))
             runs.append(r)
-            log(f"  {method:16s} seed {seed}: ID {100 * r['id']:.1f}  OOD {100 * r['ood']:.1f}"
-                f"  ({r['seconds']:.0f} s)")
             if not all(math.isfinite(r[k]) for k in ("id", "ood")):
                 raise RuntimeError(f"{method} seed {seed} produced a non-finite accuracy")
-            if method == "genint-transfer" and transfer_trainer is None:
-                transfer_trainer = trainer
         id_m, id_s = _mean_std(r["id"] for r in runs)
         ood_m, ood_s = _mean_std(r["ood"] for r in runs)
         wg_m, wg_s = _mean_std(r["ood_worst_group"] for r in runs)
@@ -1042,8 +1226,8 @@ def run_demo(cfg: DemoConfig, out, *, log=print) -> dict:
     _relative_mce_vs_erm(per_method, cfg)
 
     log("[8/8] report")
-    if transfer_trainer is not None:
-        _transfer_figure(transfer_trainer, out)
+    if "genint-transfer" in cfg.methods:
+        _transfer_figure(_figure_trainer(cfg, out, gens, train), out)
     gradcam = _gradcam_figure(per_method, seed0_models, test_ood, out)
     cfg_dict = asdict(cfg)
     cfg_dict["requested_scale"] = requested_scale

@@ -112,8 +112,9 @@ def test_resume_keeps_finished_runs_and_redoes_changed_ones(quick_report, capsys
     """--resume keeps a finished run whose fingerprint is unchanged (same row, no training) and
     redoes one whose settings changed."""
     _, out = quick_report
-    assert main(["demo", "--quick", "--out", str(out), "--methods", "erm,groupdro,jtt,dfr", "--threads",
-                 "2"]) == 0
+    # --jobs 1: every run in this process (the other tests run the worker processes)
+    assert main(["demo", "--quick", "--out", str(out), "--methods", "erm,groupdro,jtt,dfr",
+                 "--threads", "2", "--jobs", "1"]) == 0
     first = json.loads((out / "results.json").read_text())["methods"]["erm"]["runs"][0]
     assert {"groupdro", "jtt", "dfr"} <= set(
         json.loads((out / "results.json").read_text())["methods"])

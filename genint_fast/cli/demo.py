@@ -12,7 +12,7 @@ DEFAULTS = dict(seeds=3, steps=150, gan_steps=500, gan_batch_size=32, cgn_steps=
                 cgn_set=10000, cgn_epochs=3.0,
                 variant="colored", rho=1.0, scale_candidates=(1.0, 2.0, 4.0, 8.0),
                 intervention_style="multi", intervention_mode="add", lambda1=1.0, lambda2=1.0,
-                threads=2)
+                threads=2, jobs=2)
 
 
 def register(subparsers) -> None:
@@ -75,7 +75,11 @@ def register(subparsers) -> None:
                         "oracle: the best on the test distribution's val-ood split (an upper "
                         "bound, marked as such) (default last)")
     p.add_argument("--threads", type=int, default=None,
-                   help=f"torch threads (default {d.threads})")
+                   help=f"torch threads when --jobs is 1 (default {d.threads})")
+    p.add_argument("--jobs", type=int, default=None,
+                   help=f"processes at once, one torch thread each: the CGN trains beside the "
+                        f"GAN stages, then the classifier runs share them; 1 runs everything "
+                        f"in one process (default {d.jobs})")
     p.add_argument("--resume", action="store_true", default=None,
                    help="keep the classifier runs already finished in OUT/runs whose settings, "
                         "data and generators are unchanged (an interrupted table goes on)")
@@ -94,7 +98,7 @@ def demo_main(args) -> int:
                                                "cgn_steps", "scale", "intervention_mode",
                                                "cgn_checkpoint", "cgn_set", "cgn_epochs",
                                                "intervention_style", "lambda1", "lambda2",
-                                               "threads", "resume", "select")
+                                               "threads", "jobs", "resume", "select")
                  if getattr(args, k) is not None}
     if args.lambda1 is not None:
         overrides["lambda1_transfer"] = args.lambda1
