@@ -67,8 +67,9 @@ def register(subparsers) -> None:
     p.add_argument("--lambda2", type=float, default=None,
                    help=f"weight of the transferred stream (default {d.lambda2})")
     p.add_argument("--methods", default=None,
-                   help=f"comma-separated subset of {','.join(METHODS)} (default all but "
-                        "the group-robustness baselines groupdro, jtt and dfr)")
+                   help=f"comma-separated subset of {','.join(METHODS)} (default erm, "
+                        "gan-aug, genint, genint-transfer, cgn, real+cgn; --quick adds the "
+                        "controls random-directions and matched-norm)")
     p.add_argument("--select", choices=("last", "val", "oracle"), default=None,
                    help="model selection: last weights, the best on the val split drawn from "
                         "the training distribution (DomainBed's training-domain validation), or "
