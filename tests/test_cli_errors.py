@@ -124,7 +124,7 @@ CASES = [
      "none of the 2 image files under"),
     ("gan corrupt image as data", lambda f: ["gan", "--data", f.corrupt, "--out",
                                              f.root / "g.pt"],
-     "is neither digits:<variant> nor a folder"),
+     "is not an existing folder"),
     ("gan text file as checkpoint", lambda f: ["gan", "--data", f.mixed, "--out", f.notes,
                                                "--steps", "1", "--ch", "4", "--latent-dim", "8"],
      "cannot read GAN checkpoint"),

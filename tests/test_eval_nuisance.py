@@ -121,6 +121,6 @@ def test_analyze_commands(tmp_path, capsys):
     assert "(best)" in capsys.readouterr().out
     # bad input: one sentence, exit 2
     assert main(["analyze", "bound", *common, "--data", "nope"]) == 2
-    assert "--data must be" in capsys.readouterr().err
+    assert "--data 'nope' is not an existing folder" in capsys.readouterr().err
     assert main(["analyze", "interventions", *common, "--data", "folder:/x"]) == 2
     assert "built-in digits only" in capsys.readouterr().err

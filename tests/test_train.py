@@ -49,7 +49,7 @@ def test_demo_config_loads_with_overrides():
     ("steps=ten", "steps must be an integer"),
     ("batch_size=0", "batch_size must be >= 1"),
     ("truncation=0", "truncation must be in (0, 1]"),
-    ("data=digits:purple", "data must be digits:"),
+    ("data=digits:purple", "data 'digits:purple' names no built-in variant"),
     ("m=30", "need m <= top_k"),
     ("colour=red", "unknown key(s) colour"),
     ("steps", "must look like key=value"),
@@ -463,7 +463,7 @@ def test_train_from_image_folder(tmp_path, capsys):
     assert xa.shape == (8, 3, 24, 24) and torch.equal(xa, xb) and torch.equal(ya, yb)
     assert not torch.equal(a.batch(10)[0], xa) and 0 <= float(xa.min()) <= float(xa.max()) <= 1
     assert a.per_epoch == 8
-    with pytest.raises(ValueError, match="data folder"):
+    with pytest.raises(ValueError, match="is not an existing folder"):
         load_config(None, [f"data=folder:{tmp_path / 'missing'}"])
 
 

@@ -34,8 +34,8 @@ def _common(p):
                    help="directions file (default: exact SVD directions, --num-directions)")
     p.add_argument("--num-directions", type=int, default=20)
     p.add_argument("--data", default="digits:colored:1.0",
-                   help="real images: digits:<variant>[:RHO] (its validation split) or "
-                        "folder:DIR (class sub-folders)")
+                   help="real images: digits:<variant>[:RHO] (its validation split), "
+                        "folder:DIR or a bare DIR (class sub-folders)")
     p.add_argument("--n", type=int, default=1000, help="images per set (default 1000)")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=20)
@@ -127,33 +127,26 @@ def _real(args, split="val"):
     """(images in [0, 1], labels) of the real data: the digits' validation split, or a folder."""
     import torch
 
-    if args.data.startswith("digits:"):
-        from ..data.digits import DEFAULT_RHO, make_biased_digits
+    from ..data.sources import parse_source
 
-        parts = args.data.split(":")
-        variant = parts[1] if len(parts) > 1 else "colored"
-        try:
-            rho = float(parts[2]) if len(parts) > 2 else DEFAULT_RHO
-        except ValueError:
-            raise ValueError(f"bad correlation in --data {args.data!r}; give "
-                             "digits:<variant>[:RHO] with RHO a number in [0, 1]") from None
-        ds = make_biased_digits(variant, split, rho, n=args.n)
+    src = parse_source(args.data)
+    if not src.is_folder:
+        from ..data.digits import make_biased_digits
+
+        ds = make_biased_digits(src.variant, split, src.rho, n=args.n)
         return ds.float_images(), ds.labels
-    if args.data.startswith("folder:"):
-        from ..data.loader import make_loader
+    from ..data.loader import make_loader
 
-        loader = make_loader(args.data[len("folder:"):], loader="torch", batch_size=256,
-                             size=32, augment="none", shuffle=True, seed=args.seed,
-                             crop_fraction=1.0, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                             num_threads=0)
-        xs, ys = [], []
-        for x, y in loader:
-            xs.append(x.float().cpu())
-            ys.append(y.cpu())
-            if sum(v.shape[0] for v in xs) >= args.n:
-                break
-        return torch.cat(xs)[:args.n], torch.cat(ys)[:args.n]
-    raise ValueError(f"--data must be digits:<variant>[:RHO] or folder:DIR, got {args.data!r}")
+    loader = make_loader(src.root, loader="torch", batch_size=256, size=32, augment="none",
+                         shuffle=True, seed=args.seed, crop_fraction=1.0, mean=(0.0, 0.0, 0.0),
+                         std=(1.0, 1.0, 1.0), num_threads=0)
+    xs, ys = [], []
+    for x, y in loader:
+        xs.append(x.float().cpu())
+        ys.append(y.cpu())
+        if sum(v.shape[0] for v in xs) >= args.n:
+            break
+    return torch.cat(xs)[:args.n], torch.cat(ys)[:args.n]
 
 
 def _write(args, result):
@@ -224,11 +217,14 @@ def interventions_main(args) -> int:
                                 train_readers)
     from ..intervene import ObservationalSampler, draw_images, matched_norm_scale
 
-    if not args.data.startswith("digits:"):
+    from ..data.sources import parse_source
+
+    src = parse_source(args.data, must_exist=False)
+    if src.is_folder:
         raise ValueError("analyze interventions reads nuisances back from pixels and works on "
                          "the built-in digits only (--data digits:<variant>[:RHO]); use "
                          "`analyze correlation` for other data")
-    variant = args.data.split(":")[1]
+    variant = src.variant
     gen, d = _setup(args)
     readers = (cached_readers(variant, args.readers, log=_log) if args.readers
                else train_readers(variant))

@@ -81,13 +81,10 @@ def _log(msg):
 
 def _variant(source: str):
     """The digits variant of a --data source, or None for an image folder."""
-    if source.startswith("digits:"):
-        parts = source.split(":")
-        if len(parts) < 2 or not parts[1]:
-            raise ValueError(f"--data {source!r}: give "
-                             "digits:<colored|double-colored|wildlife|cmnist>")
-        return parts[1]
-    return None
+    from ..data.sources import parse_source
+
+    src = parse_source(source)
+    return None if src.is_folder else src.variant
 
 
 def _check_flags(args) -> None:

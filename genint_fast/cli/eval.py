@@ -35,12 +35,14 @@ def _common(p, *, images=True):
         p.add_argument("--split", default="test-ood",
                        help="built-in split: train, val, test-id or test-ood (default test-ood: "
                             "rho = 0)")
-        p.add_argument("--data", default=None, metavar="digits:VARIANT[:RHO]",
-                       help="built-in data (default: the first checkpoint's training data)")
+        p.add_argument("--data", default=None, metavar="SOURCE",
+                       help="digits:<variant>[:RHO] (built in), folder:DIR or a bare DIR "
+                            "(default: the first checkpoint's training data)")
         p.add_argument("--n", type=int, default=None,
                        help="images of the built-in split (default: all)")
         p.add_argument("--folder", default=None, metavar="DIR",
-                       help="evaluate on an image-folder tree DIR/<class>/<image> instead")
+                       help="evaluate on an image-folder tree DIR/<class>/<image> instead "
+                            "(the same as --data folder:DIR)")
     p.add_argument("--size", type=int, default=None,
                    help="image size (default: the size the checkpoints were trained at)")
     p.add_argument("--crop-fraction", type=float, default=None,
@@ -123,9 +125,31 @@ def _crop_fraction(args, classifiers) -> float:
     return 0.875 if any(c.data.startswith("folder:") for c in classifiers) else 1.0
 
 
+def _folder_of(args):
+    """The image folder to evaluate on: --folder, or --data folder:DIR / a bare DIR (the
+    package's one source grammar, genint_fast.data.sources); None for built-in data."""
+    from ..data.sources import parse_source
+
+    folder = None
+    if args.folder is not None:
+        src = parse_source(args.folder, flag="--folder")
+        if not src.is_folder:
+            raise ValueError(f"--folder takes an image folder; for built-in data give --data "
+                             f"{args.folder}")
+        folder = src.root
+    if getattr(args, "data", None) is not None:
+        src = parse_source(args.data)
+        if src.is_folder:
+            if folder is not None and folder != src.root:
+                raise ValueError("give the images once: --data folder:DIR or --folder DIR")
+            folder = src.root
+    return folder
+
+
 def _images(args, classifiers):
     from ..eval.sources import digits_images, folder_images
 
+    args.folder = _folder_of(args)
     if args.folder is not None:
         if args.n is not None:
             raise ValueError("--n applies to built-in splits; for a folder, evaluate a folder "

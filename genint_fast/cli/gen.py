@@ -151,25 +151,17 @@ def _log(msg):
 
 # ------------------------------------------------------------------------------------ gan
 def load_training_data(source):
-    """(images in [-1, 1] (N, 3, 32, 32), int64 labels, class names) from a --data SOURCE."""
-    if source.startswith("digits:"):
-        from ..data.digits import DEFAULT_RHO
+    """(images in [-1, 1] (N, 3, 32, 32), int64 labels, class names) from a --data SOURCE
+    (genint_fast.data.sources: digits:<variant>[:RHO], folder:DIR or a bare DIR)."""
+    from ..data.sources import parse_source
 
-        parts = source.split(":")
-        variant = parts[1]
-        try:
-            rho = float(parts[2]) if len(parts) > 2 else DEFAULT_RHO
-        except ValueError:
-            raise ValueError(f"bad correlation in --data {source!r}") from None
-        try:
-            from ..data import make_biased_digits
-        except ImportError as exc:
-            raise RuntimeError(f"the built-in digits need genint_fast.data ({exc})") from None
-        ds = make_biased_digits(variant, "train", rho=rho)
+    src = parse_source(source)
+    if not src.is_folder:
+        from ..data import make_biased_digits
+
+        ds = make_biased_digits(src.variant, "train", rho=src.rho)
         return ds.images.float() / 127.5 - 1.0, ds.labels, list(ds.classes)
-    root = Path(source)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--data {source!r} is neither digits:<variant> nor a folder")
+    root = Path(src.root)
     import torch
 
     images, labels, classes = read_image_folder(root, 32, log=_log)

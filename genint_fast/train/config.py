@@ -62,8 +62,8 @@ class TrainConfig:
                                   "checkpoint's own) | imagenet | half ((x - 0.5) / 0.5)")
     # data
     data: str = _key("digits:colored:1.0", "training images: digits:<colored|double-colored|"
-                                           "wildlife>[:RHO] (built in) or folder:DIR "
-                                           "(DIR/<class>/<image>)")
+                                           "wildlife|cmnist>[:RHO] (built in), folder:DIR or "
+                                           "a bare DIR (DIR/<class>/<image>)")
     data_size: int = _key(10000, "digits: training images drawn from the built-in split")
     data_seed: int = _key(0, "digits: seed of the built-in benchmark")
     augment: bool = _key(True, "augment real images, seeded per step: digits random crop (pad 4) "
@@ -183,6 +183,13 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         def bad(key, msg):
             raise ValueError(f"invalid config: {key} {msg}")
+
+        # one spelling of an image folder (a bare DIR becomes folder:DIR) for every check below
+        for key in ("data", "val_data"):
+            value = getattr(self, key)
+            if isinstance(value, str) and not value.startswith("digits"):
+                kind, root = parse_data_spec(value)
+                setattr(self, key, f"folder:{root}")
 
         for f in dataclasses.fields(self):
             name, v = f.name, getattr(self, f.name)
@@ -444,28 +451,15 @@ def config_help() -> str:
 
 
 def parse_data_spec(spec: str):
-    """"digits:<variant>[:rho]" -> (variant, rho); "folder:<DIR>" -> ("folder", DIR)."""
-    from ..data.digits import DEFAULT_RHO, VARIANTS, canonical_variant
+    """"digits:<variant>[:rho]" -> (variant, rho); "folder:<DIR>" or a bare DIR -> ("folder",
+    DIR) (the grammar of genint_fast.data.sources)."""
+    from ..data.sources import parse_source
 
-    if str(spec).startswith("folder:"):
-        root = str(spec)[len("folder:"):]
-        if not Path(root).is_dir():
-            raise ValueError(f"invalid config: data folder {root!r} does not exist; give "
-                             f"data=folder:DIR with DIR/<class>/<image> files")
-        return "folder", root
-    parts = str(spec).split(":")
-    if len(parts) > 1:
-        parts[1] = canonical_variant(parts[1])
-    if parts[0] != "digits" or len(parts) not in (2, 3) or parts[1] not in VARIANTS:
-        raise ValueError(f"invalid config: data must be digits:<{'|'.join(VARIANTS)}>[:RHO] "
-                         f"or folder:<DIR>, got {spec!r}")
     try:
-        rho = float(parts[2]) if len(parts) == 3 else DEFAULT_RHO
-    except ValueError:
-        raise ValueError(f"invalid config: data has a bad rho in {spec!r}") from None
-    if not 0 <= rho <= 1:
-        raise ValueError(f"invalid config: data rho must be in [0, 1], got {rho}")
-    return parts[1], rho
+        src = parse_source(spec, flag="data")
+    except ValueError as exc:
+        raise ValueError(f"invalid config: {exc}") from None
+    return ("folder", src.root) if src.is_folder else (src.variant, src.rho)
 
 
 def _apply(raw: dict, where: str) -> dict:
