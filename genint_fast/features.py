@@ -376,3 +376,17 @@ def vgg16_features(weights="cache", layers=VGG16_PERCEPTUAL_LAYERS, device="cpu"
 
 
 __all__ += ["VGG16_PERCEPTUAL_LAYERS", "vgg16_features", "vgg16_weights_file"]
+
+
+def transfer_feature_net(spec: str, device="cpu", log=print) -> LayerFeatures:
+    """The style-transfer feature net a spec names (grammar: genint_fast.feature_spec)."""
+    from .feature_spec import parse_feature_spec
+
+    kind, arg = parse_feature_spec(spec)
+    if kind == "small":
+        return project_small_vgg(device=device, log=log)
+    if kind == "random":
+        return small_vgg(seed=arg, device=device)
+    if kind == "vgg19":
+        return vgg19_features(arg or "cache", device=device)
+    return load_small_vgg(arg, device=device)

@@ -44,7 +44,7 @@ def test_demo_config_loads_with_overrides():
     ("mode=magic", "mode must be one of"),
     ("mode=stylized", "lambda2 must be > 0 in mode stylized"),
     ("transfer_steps=[3,1]", "transfer_steps must be [lo, hi]"),
-    ("transfer_features=vgg16", "transfer_features must be"),
+    ("transfer_features=vgg16", "transfer_features 'vgg16' is neither a feature net"),
     ("model=vgg", "model must be one of"),
     ("steps=ten", "steps must be an integer"),
     ("batch_size=0", "batch_size must be >= 1"),

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 FEATURES_HELP = ("small (the project's small VGG-like net, trained on the biased digits and "
-                 "cached the first time), vgg19 (torchvision's cache, never downloaded), "
-                 "vgg19:PATH (a VGG19 state dict), or a file saved by genint_fast.features."
-                 "save_small_vgg")
+                 "cached the first time), small:random[:SEED] (its architecture, random "
+                 "weights), vgg19 (torchvision's cache, never downloaded), vgg19:PATH (a VGG19 "
+                 "state dict), or a file saved by genint_fast.features.save_small_vgg")
 SOURCE_HELP = ("digits:<colored|double-colored|wildlife|cmnist>[:RHO] (built-in biased digits, "
                "test-id split) or an image folder (class sub-folders or flat)")
 
@@ -59,23 +59,19 @@ def load_images(source, count, size, seed, what):
     import torch
     import torch.nn.functional as F
 
-    if source.startswith("digits:"):
-        from ..data import make_biased_digits
-        from ..data.digits import DEFAULT_RHO
+    from ..data.sources import parse_source
 
-        parts = source.split(":")
-        try:
-            rho = float(parts[2]) if len(parts) > 2 else DEFAULT_RHO
-        except ValueError:
-            raise ValueError(f"bad correlation in --{what} {source!r}") from None
-        ds = make_biased_digits(parts[1], "test-id", rho=rho, seed=seed, n=max(count, 10))
+    src = parse_source(source, flag=f"--{what}")
+    if not src.is_folder:
+        from ..data import make_biased_digits
+
+        ds = make_biased_digits(src.variant, "test-id", rho=src.rho, seed=seed,
+                                n=max(count, 10))
         x = ds.float_images()[:count]
         if size and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return x.clamp(0, 1), ds.labels[:count]
-    root = Path(source)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--{what} {source!r} is neither digits:<variant> nor a folder")
+    root = Path(src.root)
     from PIL import Image
     from torchvision.transforms import functional as TF
 
@@ -109,15 +105,9 @@ def load_images(source, count, size, seed, what):
 
 
 def build_features(spec, device, log=print):
-    from .. import features as feats
+    from ..features import transfer_feature_net
 
-    if spec == "small":
-        return feats.project_small_vgg(device=device, log=log)
-    if spec == "vgg19":
-        return feats.vgg19_features("cache", device=device)
-    if spec.startswith("vgg19:"):
-        return feats.vgg19_features(spec[len("vgg19:"):], device=device)
-    return feats.load_small_vgg(spec, device=device)
+    return transfer_feature_net(spec, device, log=log)
 
 
 def main(args) -> int:

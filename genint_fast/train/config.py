@@ -86,7 +86,8 @@ class TrainConfig:
     # style transfer (modes stylized, genint-transfer; genint_fast.transfer)
     transfer_batch_size: int = _key(8, "transferred images per step (modes stylized, "
                                        "genint-transfer)")
-    transfer_features: str = _key("small:random", "style-transfer features: small:random[:SEED] "
+    transfer_features: str = _key("small:random", "style-transfer features (genint_fast."
+                                                  "feature_spec): small:random[:SEED] "
                                                   "| small (trained on the digits, cached) | "
                                                   "vgg19 (torchvision cache) | vgg19:FILE")
     transfer_steps: list = _key([20, 70], "[lo, hi]: optimisation steps per transfer batch, "
@@ -341,17 +342,13 @@ class TrainConfig:
         if self.transfer_kernel not in ("linear", "poly2", "gaussian", "bn"):
             bad("transfer_kernel", f"must be linear, poly2, gaussian or bn, got "
                                    f"{self.transfer_kernel!r}")
-        tf = self.transfer_features.split(":")
-        vgg_file = self.transfer_features[len("vgg19:"):] \
-            if self.transfer_features.startswith("vgg19:") else None
-        if not (self.transfer_features in ("small", "vgg19") or vgg_file or
-                (tf[0] == "small" and tf[1:2] == ["random"] and len(tf) <= 3 and
-                 (len(tf) == 2 or tf[2].isdigit()))):
-            bad("transfer_features", f"must be small:random[:SEED], small, vgg19 or vgg19:FILE, "
-                                     f"got {self.transfer_features!r}")
-        if vgg_file and self.mode in TRANSFER_MODES and not Path(vgg_file).is_file():
-            bad("transfer_features", f"names the VGG19 weights file {vgg_file!r}, which does not "
-                                     f"exist; give torchvision's vgg19-dcbb9e9d.pth there")
+        from ..feature_spec import parse_feature_spec
+
+        try:    # weight files are checked only where a mode reads them
+            parse_feature_spec(self.transfer_features, flag="transfer_features",
+                               check_files=self.mode in TRANSFER_MODES)
+        except ValueError as exc:
+            bad("transfer_features", str(exc).removeprefix("transfer_features "))
         if self.autoaugment_policy not in ("imagenet", "cifar10", "svhn"):
             bad("autoaugment_policy", f"must be imagenet, cifar10 or svhn, got "
                                       f"{self.autoaugment_policy!r}")

@@ -604,17 +604,8 @@ class Trainer:
         from .. import features
         from ..transfer import StyleTransfer
 
-        if cfg.transfer_features == "vgg19":
-            net = features.vgg19_features(device=self.device)
-        elif cfg.transfer_features.startswith("vgg19:"):
-            net = features.vgg19_features(weights=cfg.transfer_features[len("vgg19:"):],
-                                          device=self.device)
-        elif cfg.transfer_features == "small":
-            net = features.project_small_vgg(device=self.device, log=self.log)
-        else:
-            parts = cfg.transfer_features.split(":")
-            net = features.small_vgg(seed=int(parts[2]) if len(parts) == 3 else 0,
-                                     device=self.device)
+        net = features.transfer_feature_net(cfg.transfer_features, device=self.device,
+                                            log=self.log)
         return StyleTransfer(net, kernel=cfg.transfer_kernel, optimizer=cfg.transfer_optimizer,
                              steps=tuple(cfg.transfer_steps), seed=cfg.seed)
 
