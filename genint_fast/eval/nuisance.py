@@ -74,7 +74,7 @@ def train_readers(variant="colored", *, data_seed=0, n=6000, class_steps=1000,
     x, xh = train.float_images(), held.float_images()
     targets = {"class": (train.labels, held.labels)}
     for name, col in TARGETS.items():
-        if variant == "colored" and name == "background":
+        if bool((train.nuisance[:, col] < 0).all()):    # the variant has no such nuisance
             continue
         targets[name] = (train.nuisance[:, col], held.nuisance[:, col])
     nets, acc = {}, {}
