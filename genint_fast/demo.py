@@ -872,6 +872,11 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
     n = cfg.measure_n
     rows = {"training images": measure_images(readers, train.float_images()[:n],
                                               train.labels[:n])}
+    if cfg.variant == "hue":    # the continuous nuisance, read from the pixels
+        from .eval.nuisance import hue_measures, read_hue
+
+        ref = (read_hue(train.float_images()), train.labels)
+        rows["training images"].update(hue_measures(ref[0][:n], train.labels[:n], *ref))
     sets = {"observational (t = %g)" % cfg.truncation:
             ObservationalSampler(gen, truncation=cfg.truncation, seed=21),
             "gan-aug samples (t = %g)" % cfg.gan_aug_truncation:
@@ -883,7 +888,10 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
             "matched norm (control)":
             _intervention_sampler(gen, directions, cfg, scale, 25, control="matched-norm")}
     for name, sampler in sets.items():
-        rows[name] = measure_images(readers, *draw_images(sampler, n))
+        images, labels = draw_images(sampler, n)
+        rows[name] = measure_images(readers, images, labels)
+        if cfg.variant == "hue":
+            rows[name].update(hue_measures(read_hue(images), labels, *ref))
     for name, r in rows.items():
         log(f"  {name:32s} " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in r.items()
                                          if k != "n"))

@@ -9,7 +9,7 @@ import time
 
 # genint_fast.data.digits' VARIANTS, SPLITS, DEFAULT_SIZES, SIZE, DEFAULT_RHO and SHAPE_SOURCES,
 # copied so that --help does not import torch; tests/test_startup.py checks that they are equal.
-VARIANTS = ("colored", "double-colored", "wildlife", "cmnist")
+VARIANTS = ("colored", "double-colored", "wildlife", "cmnist", "hue")
 SPLITS = ("train", "test-id", "test-ood", "val", "val-ood")
 EXPORT_SPLITS = SPLITS[:4]
 DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000, "val-ood": 2000}

@@ -20,6 +20,13 @@ nuisances that are tied to the class with probability rho (default 1.0, as the C
   the -90% environment; ``environment`` records each image's.  rho does not apply (the
   environments fix the colour-label agreement: 85% in training, 10% in the test environment);
   rho = 0 gives an instance whose colours are independent of the label (for measuring readers).
+- ``hue``: a continuous nuisance that varies within each class (GenInt's premise): the stroke's
+  hue is drawn around its class's mean hue c / 10 with Gaussian spread 0.03 (saturation and
+  value 1, black background), so neighbouring classes' hues overlap; with probability 1 - rho,
+  and always in test-ood, the hue is uniform on the colour circle. It stands for the nuisances
+  that vary within ImageNet classes in the same way for every class (colour shifts, viewpoint,
+  zoom). ``nuisance_value`` holds each hue; the nuisance id is its bin (the nearest class mean),
+  which the group and reader measures use.
   DomainBed builds it from 70000 digits at 14x14 in two channels; here 5000 digits make it, each
   shown many times under fresh colour and label draws.
 
@@ -51,7 +58,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-VARIANTS = ("colored", "double-colored", "wildlife", "cmnist")
+VARIANTS = ("colored", "double-colored", "wildlife", "cmnist", "hue")
 # Earlier names still accepted (one release): canonical_variant() maps them.
 VARIANT_ALIASES = {"textured": "wildlife"}
 SHAPE_SOURCES = ("mnist", "sklearn")
@@ -64,7 +71,7 @@ SPLITS = ("train", "test-id", "test-ood", "val", "val-ood")
 # What an export writes unless told otherwise.
 EXPORT_SPLITS = SPLITS[:4]
 # The variants whose nuisances follow the class with probability rho (cmnist has environments).
-RHO_VARIANTS = ("colored", "double-colored", "wildlife")
+RHO_VARIANTS = ("colored", "double-colored", "wildlife", "hue")
 NUM_CLASSES = 10          # digit classes (every variant but cmnist labels by them)
 # DomainBed's ColoredMNIST: colour-flip probability per environment (two training, one test)
 # and the label noise.
@@ -81,6 +88,9 @@ VAL_POOL_FRACTION = 0.1
 # deviations for the MNIST shapes (variance 0.02 for colored strokes, sd 0.01 double-colored);
 # uniform +- for the sklearn shapes (the earlier benchmark).
 COLOR_SD = 0.02 ** 0.5
+# hue: the stroke hue's spread around its class's mean hue c / 10 (neighbouring means are 0.1
+# apart, so the classes' hue ranges overlap: the nearest mean names the class ~90% of the time)
+HUE_SD = 0.03
 DOUBLE_COLOR_SD = 0.01
 COLOR_JITTER = 0.05
 BACKGROUND_JITTER = 0.02
@@ -123,6 +133,7 @@ class BiasedDigits:
     source:    int64 (N,), index of the digit (in the `shapes` source) the shape comes from
     environment: int64 (N,), cmnist's environment index into CMNIST_ENVIRONMENTS (None for the
                other variants)
+    nuisance_value: float32 (N,), the hue variant's stroke hue in [0, 1) (None otherwise)
     """
 
     images: torch.Tensor
@@ -137,6 +148,7 @@ class BiasedDigits:
     classes: list = field(default_factory=lambda: [str(c) for c in range(NUM_CLASSES)])
     shapes: str = "mnist"
     environment: torch.Tensor | None = None
+    nuisance_value: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -336,6 +348,18 @@ def _texture_crops(names: tuple, ids: np.ndarray, rng: np.random.Generator) -> n
     return out
 
 
+def hue_to_rgb(hue: np.ndarray) -> np.ndarray:
+    """(N,) hues in [0, 1) -> (N, 3) RGB at full saturation and value."""
+    h6 = 6.0 * np.asarray(hue, np.float64)[:, None]
+    return np.clip(np.abs(h6 - np.array([3.0, 2.0, 4.0])) * np.array([1.0, -1.0, -1.0])
+                   + np.array([-1.0, 2.0, 2.0]), 0.0, 1.0)
+
+
+def hue_bin(hue: np.ndarray) -> np.ndarray:
+    """The class whose mean hue (c / 10) is nearest on the colour circle: the hue's id."""
+    return (np.rint(np.asarray(hue) * NUM_CLASSES).astype(np.int64) % NUM_CLASSES)
+
+
 def _draw_nuisance(labels: np.ndarray, rho: float, rng: np.random.Generator):
     follows = rng.random(labels.size) < rho
     random_ids = rng.integers(0, NUM_CLASSES, labels.size)
@@ -384,10 +408,18 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         return np.clip(c, 0.0, 1.0)[:, None, None, :]
 
     stroke_id, stroke_follows = _draw_nuisance(labels, rho_eff, rng)
+    hue = None
     if variant == "colored":
         bg_id = np.full(n, -1, np.int64)
         bg_follows = np.zeros(n, bool)
         img = mask * colour(STROKE_PALETTE, stroke_id, COLOR_SD, COLOR_JITTER)
+    elif variant == "hue":
+        bg_id = np.full(n, -1, np.int64)
+        bg_follows = np.zeros(n, bool)
+        around = labels / NUM_CLASSES + rng.normal(0.0, HUE_SD, n)
+        hue = np.where(stroke_follows, around, rng.random(n)) % 1.0
+        stroke_id = hue_bin(hue)
+        img = mask * hue_to_rgb(hue)[:, None, None, :]
     elif variant == "double-colored":
         bg_id, bg_follows = _draw_nuisance(labels, rho_eff, rng)
         fg = colour(STROKE_PALETTE, stroke_id, DOUBLE_COLOR_SD, COLOR_JITTER)
@@ -407,6 +439,7 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         follows=torch.from_numpy(np.stack([stroke_follows, bg_follows], 1)),
         source=torch.from_numpy(source),
         variant=variant, split=split, rho=rho_eff, seed=seed, shapes=shapes,
+        nuisance_value=None if hue is None else torch.from_numpy(hue.astype(np.float32)),
     )
 
 

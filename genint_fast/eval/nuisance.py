@@ -15,6 +15,12 @@ For a set of labelled images (generated with label y):
   that breaks the correlation drives it toward chance (10%);
 - class consistency: the share the class reader reads as y. An intervention that destroys the
   digit also drives agreement down, so both are reported together.
+
+For a continuous nuisance (the ``hue`` variant) the hue is read from the pixels (`read_hue`) and
+`hue_measures` gives how well the class can be predicted from the hue alone (the nearest class
+mean, the Bayes rule for the variant's equal spreads; chance 10%) and how far each class's hues
+moved: the share of images whose hue falls outside their class's central 95% range in the
+real training images.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from .shape import fit_reader
 
 __all__ = ["Readers", "train_readers", "save_readers", "load_readers", "cached_readers",
            "agreement", "consistency", "measure_images", "format_measures_table",
-           "READER_SEED_OFFSET"]
+           "read_hue", "hue_measures", "READER_SEED_OFFSET"]
 
 # The readers' benchmark instance: data_seed + this offset (train split for fitting, test-id
 # split for their held-out accuracy; both at rho = 0).
@@ -87,18 +93,70 @@ def train_readers(variant="colored", *, data_seed=0, n=6000, class_steps=1000,
     return Readers(variant, nets.pop("class"), nets, acc)
 
 
+HUE_COLUMNS = {"class_from_hue": "class from hue alone (%)",
+               "outside_class_range": "hue outside its class's training range (%)"}
+
+
 def format_measures_table(measures: dict) -> str:
     """Markdown table of {"rows": {name: measure_images(...)}}: agreement per nuisance and
-    class consistency, in %."""
+    class consistency, in %, and the hue measures where the rows have them."""
     rows = measures["rows"]
-    keys = [k for k in next(iter(rows.values())) if k.startswith("agreement_")]
+    first = next(iter(rows.values()))
+    keys = [k for k in first if k.startswith("agreement_")]
+    extra = [k for k in HUE_COLUMNS if k in first]
     head = ("| images | " + " | ".join(f"nuisance-label agreement, {k[10:]} (%)" for k in keys)
-            + " | class consistency (%) |")
-    lines = [head, "|---" * (len(keys) + 2) + "|"]
+            + " | class consistency (%) |" + "".join(f" {HUE_COLUMNS[k]} |" for k in extra))
+    lines = [head, "|---" * (len(keys) + 2 + len(extra)) + "|"]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys)
-                     + f" | {100 * r['consistency']:.1f} |")
+                     + f" | {100 * r['consistency']:.1f} |"
+                     + "".join(f" {100 * r[k]:.1f} |" for k in extra))
     return "\n".join(lines)
+
+
+def read_hue(images) -> torch.Tensor:
+    """(N,) stroke hue in [0, 1) of images in [0, 1] (N, 3, H, W): the circular mean of the hue
+    of the stroke pixels (value > 0.5, saturation > 0.3), weighted by value; NaN where an image
+    has none."""
+    import math
+
+    from matplotlib.colors import rgb_to_hsv
+
+    hsv = torch.from_numpy(rgb_to_hsv(images.float().clamp(0, 1).permute(0, 2, 3, 1).numpy()))
+    h, sat, val = hsv.unbind(-1)
+    w = val * ((val > 0.5) & (sat > 0.3))
+    ang = 2 * math.pi * h
+    c, s = (w * torch.cos(ang)).sum((1, 2)), (w * torch.sin(ang)).sum((1, 2))
+    hue = (torch.atan2(s, c) / (2 * math.pi)) % 1.0
+    return torch.where(w.sum((1, 2)) > 0, hue, torch.full_like(hue, float("nan")))
+
+
+def _hue_deviation(hue, labels, num_classes=10):
+    """Signed circular distance of each hue from its class's mean hue, in [-0.5, 0.5)."""
+    return (hue - labels.float() / num_classes + 0.5) % 1.0 - 0.5
+
+
+def hue_measures(hue, labels, ref_hue, ref_labels, *, coverage=0.95, num_classes=10) -> dict:
+    """{"class_from_hue", "outside_class_range", "hue_read"}: the share of images whose nearest
+    class-mean hue is their label, the share outside their class's central `coverage` range of
+    hue deviations in the reference images (the real training images), and the share whose hue
+    could be read at all (the others count as wrong and outside)."""
+    labels, ref_labels = labels.long().cpu(), ref_labels.long().cpu()
+    ok = ~torch.isnan(hue)
+    nearest = torch.round(hue.nan_to_num(0.0) * num_classes).long() % num_classes
+    dev = _hue_deviation(hue.nan_to_num(0.0), labels, num_classes)
+    ref_dev = _hue_deviation(ref_hue, ref_labels, num_classes)
+    q = torch.tensor([(1 - coverage) / 2, (1 + coverage) / 2])
+    lo, hi = torch.zeros(num_classes), torch.zeros(num_classes)
+    for c in range(num_classes):
+        d = ref_dev[(ref_labels == c) & ~torch.isnan(ref_dev)]
+        if d.numel() == 0:
+            raise ValueError(f"the reference images hold no readable hue of class {c}")
+        lo[c], hi[c] = torch.quantile(d, q)
+    outside = (dev < lo[labels]) | (dev > hi[labels]) | ~ok
+    return {"class_from_hue": ((nearest == labels) & ok).float().mean().item(),
+            "outside_class_range": outside.float().mean().item(),
+            "hue_read": ok.float().mean().item()}
 
 
 def save_readers(readers: Readers, path) -> None:
