@@ -212,13 +212,9 @@ def _mean_std(values):
 
 
 def _ci95(values) -> float:
-    """Half-width of the 95% Student-t interval of the mean (nan for one value)."""
-    values = [float(v) for v in values]
-    if len(values) < 2:
-        return float("nan")
-    from scipy.stats import t
+    from .eval.stats import ci95
 
-    return float(t.ppf(0.975, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return ci95(values)
 
 
 def machine_line() -> str:
@@ -818,16 +814,11 @@ def _cgn_verdict(results: dict) -> tuple[bool | None, str]:
 
 
 def _intervention_sampler(gen, directions, cfg, scale, seed, *, control="none"):
-    from .intervene import InterventionSampler, ObservationalSampler, matched_norm_scale
+    from .intervene import make_sampler
 
-    d = directions.random_like(seed) if control == "random-directions" else directions
-    s = InterventionSampler(gen, d, truncation=cfg.truncation, top_k=cfg.top_k, m=cfg.m,
-                            scale=scale, mode=cfg.intervention_mode,
-                            style=cfg.intervention_style, batch_size=256, seed=seed)
-    if control == "matched-norm":
-        return ObservationalSampler(gen, truncation=cfg.truncation, batch_size=256, seed=seed,
-                                    latent_scale=matched_norm_scale(s))
-    return s
+    return make_sampler(gen, directions, truncation=cfg.truncation, top_k=cfg.top_k, m=cfg.m,
+                        scale=scale, mode=cfg.intervention_mode, style=cfg.intervention_style,
+                        seed=seed, control=control)
 
 
 def _select_scale(cfg: DemoConfig, gen, directions, log) -> dict:

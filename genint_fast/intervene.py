@@ -18,7 +18,8 @@ from . import ops
 from .directions import Directions
 from .generators.base import ConditionalGenerator, check_truncation, truncated_latents
 
-__all__ = ["NuisanceRecord", "InterventionSampler", "ObservationalSampler", "reference_ranges",
+__all__ = ["NuisanceRecord", "InterventionSampler", "ObservationalSampler", "make_sampler",
+           "reference_ranges",
            "draw_images", "matched_norm_scale", "intervention_grid", "save_grid",
            "dump_image_folder"]
 
@@ -249,6 +250,27 @@ def matched_norm_scale(sampler: InterventionSampler, n=2048) -> float:
     finally:
         sampler.rng.set_state(state)
     return float(z_star.norm(dim=1).mean() / z.norm(dim=1).mean())
+
+
+def make_sampler(generator, directions, *, truncation=1.0, top_k=20, m=5, scale=1.0,
+                 mode="add", style="multi", seed=0, control="none", batch_size=256):
+    """The sampler of one generated set: control "none" steers with `directions` (scale 0:
+    observational samples);
+    "random-directions" with random unit directions of the same size and steps (as GANSpace
+    compares); "matched-norm" draws unsteered latents scaled to the steered latents' mean norm."""
+    if control not in ("none", "random-directions", "matched-norm"):
+        raise ValueError(f"control must be none, random-directions or matched-norm, got "
+                         f"{control!r}")
+    if control == "none" and scale == 0:      # no step: the observational samples
+        return ObservationalSampler(generator, truncation=truncation, batch_size=batch_size,
+                                    seed=seed)
+    d = directions.random_like(seed) if control == "random-directions" else directions
+    s = InterventionSampler(generator, d, truncation=truncation, top_k=top_k, m=m, scale=scale,
+                            mode=mode, style=style, batch_size=batch_size, seed=seed)
+    if control == "matched-norm":
+        return ObservationalSampler(generator, truncation=truncation, batch_size=batch_size,
+                                    seed=seed, latent_scale=matched_norm_scale(s))
+    return s
 
 
 @torch.no_grad()
