@@ -175,3 +175,15 @@ def test_run_fingerprint_follows_the_generator_weights_not_the_file(tmp_path):
     torch.save({"G": {"w": w + 1}, "rng": torch.tensor([1]), "opt_g": {"s": 1}}, tmp_path / "c.pt")
     a, b, c = (_weights_digest(tmp_path / f"{n}.pt") for n in "abc")
     assert a == b != c
+
+
+def test_combined_streams_run_real_intervened_and_counterfactual_together(tmp_path):
+    """genint+cgn: one run trains on the real, intervened and counterfactual streams at once."""
+    out = tmp_path / "comb"
+    assert main(["demo", "--quick", "--out", str(out), "--methods", "genint+cgn",
+                 "--jobs", "1"]) == 0
+    last = json.loads((out / "runs" / "genint_cgn_seed0" / "metrics.jsonl").read_text()
+                      .strip().splitlines()[-1])
+    assert {"loss_real", "loss_intervened", "loss_counterfactual"} <= set(last)
+    res = json.loads((out / "results.json").read_text())
+    assert math.isfinite(res["methods"]["genint+cgn"]["ood_mean"])

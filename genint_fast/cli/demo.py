@@ -7,7 +7,7 @@ from types import SimpleNamespace
 # genint_fast.demo.METHODS and the DemoConfig defaults the help shows, copied so that --help does
 # not import torch; tests/test_startup.py checks that they are equal.
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
-           "cgn", "real+cgn", "groupdro", "jtt", "dfr")
+           "cgn", "real+cgn", "groupdro", "jtt", "dfr", "genint+cgn")
 DEFAULTS = dict(seeds=3, steps=150, gan_steps=500, gan_batch_size=32, cgn_steps=3000,
                 cgn_set=10000, cgn_epochs=3.0,
                 variant="colored", rho=1.0, scale_candidates=(1.0, 2.0, 4.0, 8.0),
@@ -69,7 +69,8 @@ def register(subparsers) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(METHODS)} (default erm, "
                         "gan-aug, genint, genint-transfer, cgn, real+cgn; --quick adds the "
-                        "controls random-directions and matched-norm)")
+                        "controls random-directions and matched-norm; genint+cgn combines the "
+                        "real, intervened and counterfactual streams in one run)")
     p.add_argument("--select", choices=("last", "val", "oracle"), default=None,
                    help="model selection: last weights, the best on the val split drawn from "
                         "the training distribution (DomainBed's training-domain validation), or "
