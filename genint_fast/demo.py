@@ -858,20 +858,17 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
     """Nuisance-label agreement and class consistency (genint_fast.eval.nuisance) of the
     training images, the GAN's observational samples (gan-aug's truncation too), the selected
     interventions and the two controls."""
-    from .eval.nuisance import cached_readers, measure_images
+    from .eval.nuisance import cached_readers, hue_reference, measure_images
     from .intervene import ObservationalSampler, draw_images
 
     kw = dict(class_steps=60, nuisance_steps=40, n=600) if cfg.quick else {}
     readers = cached_readers(cfg.variant, out / "readers.pt", log=log, data_seed=cfg.data_seed,
                              **kw)
     n = cfg.measure_n
+    ref = (hue_reference(train.float_images(), train.labels) if cfg.variant == "hue"
+           else None)       # the continuous nuisance, read from the pixels
     rows = {"training images": measure_images(readers, train.float_images()[:n],
-                                              train.labels[:n])}
-    if cfg.variant == "hue":    # the continuous nuisance, read from the pixels
-        from .eval.nuisance import hue_measures, read_hue
-
-        ref = (read_hue(train.float_images()), train.labels)
-        rows["training images"].update(hue_measures(ref[0][:n], train.labels[:n], *ref))
+                                              train.labels[:n], hue_reference=ref)}
     sets = {"observational (t = %g)" % cfg.truncation:
             ObservationalSampler(gen, truncation=cfg.truncation, seed=21),
             "gan-aug samples (t = %g)" % cfg.gan_aug_truncation:
@@ -883,10 +880,7 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
             "matched norm (control)":
             _intervention_sampler(gen, directions, cfg, scale, 25, control="matched-norm")}
     for name, sampler in sets.items():
-        images, labels = draw_images(sampler, n)
-        rows[name] = measure_images(readers, images, labels)
-        if cfg.variant == "hue":
-            rows[name].update(hue_measures(read_hue(images), labels, *ref))
+        rows[name] = measure_images(readers, *draw_images(sampler, n), hue_reference=ref)
     for name, r in rows.items():
         log(f"  {name:32s} " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in r.items()
                                          if k != "n"))

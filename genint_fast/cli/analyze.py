@@ -256,9 +256,16 @@ def interventions_main(args) -> int:
             gen, truncation=args.truncation, batch_size=64, seed=args.seed + 3,
             latent_scale=factor)
     real = _real(args)
-    rows = {"real (validation split)": measure_images(readers, *real)}
+    ref = None
+    if variant == "hue":    # the hue read from the pixels, against the training split's
+        from ..data.digits import make_biased_digits
+        from ..eval.nuisance import hue_reference
+
+        train = make_biased_digits(variant, "train", src.rho)
+        ref = hue_reference(train.float_images(), train.labels)
+    rows = {"real (validation split)": measure_images(readers, *real, hue_reference=ref)}
     for name, s in sets.items():
-        rows[name] = measure_images(readers, *draw_images(s, args.n))
+        rows[name] = measure_images(readers, *draw_images(s, args.n), hue_reference=ref)
     print(format_measures_table({"rows": rows}))
     _write(args, {"analysis": "interventions", "readers_accuracy": readers.accuracy,
                   "rows": rows, "args": vars(args) | {"func": None}})

@@ -33,7 +33,7 @@ from .shape import fit_reader
 
 __all__ = ["Readers", "train_readers", "save_readers", "load_readers", "cached_readers",
            "agreement", "consistency", "measure_images", "format_measures_table",
-           "read_hue", "hue_measures", "READER_SEED_OFFSET"]
+           "read_hue", "hue_measures", "hue_reference", "READER_SEED_OFFSET"]
 
 # The readers' benchmark instance: data_seed + this offset (train split for fitting, test-id
 # split for their held-out accuracy; both at rho = 0).
@@ -208,10 +208,19 @@ def consistency(readers: Readers, images, labels) -> float:
     return (readers.read(images, "class") == labels.cpu()).float().mean().item()
 
 
-def measure_images(readers: Readers, images, labels) -> dict:
-    """{"agreement_<nuisance>": ..., "consistency": ..., "n": N} for images in [0, 1]."""
+def measure_images(readers: Readers, images, labels, *, hue_reference=None) -> dict:
+    """{"agreement_<nuisance>": ..., "consistency": ..., "n": N} for images in [0, 1]; with
+    hue_reference = (hues, labels) of the real training images (the hue variant), the
+    hue_measures too."""
     out = {f"agreement_{name}": agreement(readers, images, labels, name)
            for name in readers.nuisance_readers}
     out["consistency"] = consistency(readers, images, labels)
     out["n"] = int(labels.numel())
+    if hue_reference is not None:
+        out.update(hue_measures(read_hue(images), labels, *hue_reference))
     return out
+
+
+def hue_reference(images, labels) -> tuple:
+    """(hues read from the pixels, labels) of real images: hue_measures' reference."""
+    return read_hue(images), labels.long().cpu()
