@@ -116,7 +116,8 @@ class DemoConfig:
     # classes permuted, no augmentation), sized for 2 CPU cores (the reference: 10 epochs of one
     # fixed 100k set); "stream": the erm rows' SGD schedule on fresh counterfactuals.
     cgn_protocol: str = "reference"
-    cgn_set: int = 10000              # counterfactuals in the fixed set (README tables: 20000)
+    cgn_set: int = 6000               # counterfactuals in the fixed set, sized for the 20-minute
+                                      # demo (README tables: 10000 or 20000, --cgn-set)
     cgn_epochs: float = 3.0           # (README tables: 5)
     cgn_resample: bool = False        # True: a fresh set every epoch
     cgn_per_mask: int = 10

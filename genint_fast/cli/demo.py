@@ -9,7 +9,7 @@ from types import SimpleNamespace
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
            "cgn", "real+cgn", "groupdro", "jtt", "dfr", "genint+cgn")
 DEFAULTS = dict(seeds=3, steps=150, gan_steps=500, gan_batch_size=32, cgn_steps=3000,
-                cgn_set=10000, cgn_epochs=3.0,
+                cgn_set=6000, cgn_epochs=3.0,
                 variant="colored", rho=1.0, scale_candidates=(1.0, 2.0, 4.0, 8.0),
                 intervention_style="multi", intervention_mode="add", lambda1=1.0, lambda2=1.0,
                 threads=2, jobs=2)
