@@ -71,6 +71,10 @@ def register(subparsers) -> None:
                         "gan-aug, genint, genint-transfer, cgn, real+cgn; --quick adds the "
                         "controls random-directions and matched-norm; genint+cgn combines the "
                         "real, intervened and counterfactual streams in one run)")
+    p.add_argument("--generated-only", type=int, default=None, metavar="N",
+                   help="also train classifiers only on N generated images per set "
+                        "(observational, interventional, the two controls): the GenInt "
+                        "paper's Table 4 (default 0: off)")
     p.add_argument("--select", choices=("last", "val", "oracle"), default=None,
                    help="model selection: last weights, the best on the val split drawn from "
                         "the training distribution (DomainBed's training-domain validation), or "
@@ -100,7 +104,8 @@ def demo_main(args) -> int:
                                                "cgn_steps", "scale", "intervention_mode",
                                                "cgn_checkpoint", "cgn_set", "cgn_epochs",
                                                "intervention_style", "lambda1", "lambda2",
-                                               "threads", "jobs", "resume", "select")
+                                               "threads", "jobs", "resume", "select",
+                                               "generated_only")
                  if getattr(args, k) is not None}
     if args.lambda1 is not None:
         overrides["lambda1_transfer"] = args.lambda1
