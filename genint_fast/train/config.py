@@ -185,12 +185,14 @@ class TrainConfig:
         def bad(key, msg):
             raise ValueError(f"invalid config: {key} {msg}")
 
-        # one spelling of an image folder (a bare DIR becomes folder:DIR) for every check below
+        # one spelling of an image folder (a bare DIR becomes folder:DIR) for every check below;
+        # whether it exists is checked after the mode checks, as before
         for key in ("data", "val_data"):
             value = getattr(self, key)
-            if isinstance(value, str) and not value.startswith("digits"):
-                kind, root = parse_data_spec(value)
-                setattr(self, key, f"folder:{root}")
+            if isinstance(value, str) and value.strip() and not value.startswith("digits"):
+                from ..data.sources import parse_source
+
+                setattr(self, key, str(parse_source(value, flag=key, must_exist=False)))
 
         for f in dataclasses.fields(self):
             name, v = f.name, getattr(self, f.name)
