@@ -121,7 +121,7 @@ CASES = [
     # ---- gan
     ("gan nothing readable", lambda f: ["gan", "--data", f.allbad, "--out", f.root / "g.pt",
                                         "--steps", "1"],
-     "none of the 2 image files under"),
+     "none of its image files can be decoded (2 files"),
     ("gan corrupt image as data", lambda f: ["gan", "--data", f.corrupt, "--out",
                                              f.root / "g.pt"],
      "is not an existing folder"),
@@ -177,7 +177,7 @@ CASES = [
     # ---- cgn
     ("cgn nothing readable", lambda f: ["cgn", "--data", f.allbad, "--out", f.root / "c.pt",
                                         "--steps", "1", "--feature-net", "none"],
-     "none of the 2 image files under"),
+     "none of its image files can be decoded (2 files"),
     ("cgn gan as checkpoint", lambda f: ["cgn", "--data", f.mixed, "--out", f.gan,
                                          "--steps", "1", "--feature-net", "none"],
      "is not a CGN checkpoint"),
@@ -199,7 +199,7 @@ CASES = [
      "must hold a mapping of keys to values"),
     ("train nothing readable", lambda f: ["train", *TRAIN, f"data=folder:{f.allbad}",
                                           "image_size=8", f"out={f.root / 'tr_bad'}"],
-     "can be read"),
+     "none of its image files can be decoded"),
     ("train corrupt checkpoint resumed", lambda f: ["train", *TRAIN, "data_size=32",
                                                     "eval_size=10", f"out={f.run_corrupt}",
                                                     "--resume"],
@@ -213,7 +213,7 @@ CASES = [
     ("transfer nothing readable", lambda f: ["transfer", "--content", f.allbad, "--style",
                                              "digits:colored", "--count", "1",
                                              "--out", f.root / "t.png"],
-     "cannot be decoded"),
+     "none of its image files can be decoded"),
     ("transfer text file as features", lambda f: ["transfer", "--content", "digits:colored",
                                                   "--style", "digits:colored", "--count", "2",
                                                   "--features", f.notes,
@@ -299,7 +299,7 @@ CASES = [
                                                    f.ckpt10, "--folder", f.allbad,
                                                    "--mapping", f.mapping,
                                                    "--out", f.root / "ev"],
-     "no readable images"),
+     "none of its image files can be decoded"),
     ("eval backgrounds corrupt checkpoint", lambda f: ["eval", "backgrounds", "--checkpoint",
                                                        f.corrupt, "--folder", f.bg,
                                                        "--out", f.root / "ev"],
@@ -438,7 +438,8 @@ def test_the_console_script_exits_2_with_one_line(f):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("genint-fast gan: error: none of the 2 image files")
+    assert proc.stderr.startswith("genint-fast gan: error: image folder")
+    assert "none of its image files can be decoded (2 files" in proc.stderr
 
 
 def test_error_message_of_system_and_import_errors():

@@ -45,7 +45,7 @@ def test_num_classes_inferred_from_the_folder_and_recorded(tmp_path, two_classes
     assert tr.cfg.steps == math.ceil(2 * (n_good // 4))
     # the skipped file is reported: count, a file and the reason, in one line
     (line,) = [m for m in logs if m.startswith("skipped")]
-    assert f"skipped 1 of {n_good + 1} image files under {two_classes}" in line
+    assert f"skipped 1 unreadable image file(s) of {n_good + 1} in {two_classes}" in line
     assert "zz_corrupt.png (" in line and "\n" not in line
     # folder data normalises with ImageNet's mean/std (normalize=auto)
     assert tr.cfg.normalize == "imagenet"

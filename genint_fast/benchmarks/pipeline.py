@@ -116,11 +116,10 @@ def _tree_bytes(root: Path):
 def reference_style(setup: Setup, root, steps, *, gen_batch=GEN_BATCH, tr_batch=TR_BATCH,
                     transfer_steps=20, seed=0, loader_threads=2) -> PathResult:
     """Batch-1 generation to PNG, batch-1 transfer to PNG, read back by the torch loader."""
-    import numpy as np
-    from PIL import Image
     from torchvision.utils import save_image
 
     from ..data import make_loader
+    from ..data.folder import ImageFolder
     from ..intervene import dump_image_folder
 
     root = Path(root)
@@ -138,11 +137,9 @@ def reference_style(setup: Setup, root, steps, *, gen_batch=GEN_BATCH, tr_batch=
     stages["generate+write"] = t1 - t0
     # 2. style transfer, one pair per call; the style image read back from its PNG.
     transfer = _transfer(setup, transfer_steps, seed)
-    style_files = sorted((root / "intervened").glob("*/*.png"))[:n_tr]
-    for i, file in enumerate(style_files):
-        with Image.open(file) as im:
-            rgb = torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8))
-        style = rgb.permute(2, 0, 1).float().div_(255)[None].to(device)
+    written = ImageFolder(root / "intervened", validate=False)
+    for i in range(min(n_tr, len(written))):
+        style = written.read(i).float().div_(255)[None].to(device)
         content = setup.content[i % setup.content.shape[0]][None]
         label = int(setup.content_labels[i % setup.content.shape[0]])
         out = transfer(content, style)

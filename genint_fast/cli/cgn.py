@@ -114,7 +114,7 @@ def _load_data(source):
     from .gen import load_training_data
 
     # An image folder's unreadable files are skipped and counted in the log; a folder with no
-    # readable image is refused with one sentence (genint_fast.cli.gen.read_image_folder).
+    # readable image is refused with one sentence (genint_fast.data.folder.ImageFolder).
     return load_training_data(source)
 
 

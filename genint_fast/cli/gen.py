@@ -161,46 +161,10 @@ def load_training_data(source):
 
         ds = make_biased_digits(src.variant, "train", rho=src.rho)
         return ds.images.float() / 127.5 - 1.0, ds.labels, list(ds.classes)
-    root = Path(src.root)
-    import torch
+    from ..data.folder import ImageFolder
 
-    images, labels, classes = read_image_folder(root, 32, log=_log)
-    return torch.stack(images) * 2.0 - 1.0, torch.tensor(labels, dtype=torch.long), classes
-
-
-def read_image_folder(root, size, *, log=print):
-    """(list of (3, size, size) float images in [0, 1], labels, classes) of an image-folder tree
-    root/<class>/<image>.{jpg,jpeg,png} (shorter side resized to size, centre-cropped). Files that
-    cannot be decoded are skipped and counted in the log, as the training loaders do; a folder
-    with no readable image is refused with one sentence."""
-    import os
-
-    from PIL import Image
-    from torchvision.transforms import functional as TF
-
-    from ..data.validate import scan_image_folder
-
-    root = os.path.abspath(root)
-    classes, files, labels = scan_image_folder(root)
-    images, kept, bad = [], [], {}
-    for f, y in zip(files, labels):
-        try:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
-                images.append(TF.to_tensor(TF.center_crop(TF.resize(im, size), size)))
-            kept.append(y)
-        except Exception as exc:  # noqa: BLE001 - any failure to decode means the file is bad
-            bad[f] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-    if bad:
-        first, reason = next(iter(bad.items()))
-        rel = os.path.relpath(first, root)
-        if not images:
-            raise ValueError(f"none of the {len(files)} image files under {root} can be decoded "
-                             f"(e.g. {rel}: {reason}); check them with `genint-fast data "
-                             f"validate {root}`")
-        log(f"skipped {len(bad)} unreadable image file(s) of {len(files)} in {root}, e.g. {rel} "
-            f"({reason}); `genint-fast data validate {root}` lists them")
-    return images, kept, classes
+    folder = ImageFolder(src.root, warn=_log)
+    return folder.resized(32) * 2.0 - 1.0, folder.labels, folder.classes
 
 
 def _not_a_folder(flag, path, what):

@@ -56,7 +56,6 @@ def _parse_steps(text):
 
 def load_images(source, count, size, seed, what):
     """(images in [0, 1] (count, 3, size, size), labels) from a SOURCE string."""
-    import torch
     import torch.nn.functional as F
 
     from ..data.sources import parse_source
@@ -71,37 +70,14 @@ def load_images(source, count, size, seed, what):
         if size and size != x.shape[-1]:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
         return x.clamp(0, 1), ds.labels[:count]
-    root = Path(src.root)
-    from PIL import Image
-    from torchvision.transforms import functional as TF
+    from ..data.folder import ImageFolder
 
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff"}
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in exts)
-    if len(files) < count:
-        raise ValueError(f"--{what} {source!r} has {len(files)} images, {count} needed")
-    size = size or 256
-    images, labels, classes, bad = [], [], {}, {}
-    for f in files:
-        if len(images) == count:
-            break
-        try:
-            with Image.open(f) as im:
-                t = TF.to_tensor(TF.center_crop(TF.resize(im.convert("RGB"), size), size))
-        except Exception as exc:  # noqa: BLE001 - any failure to decode means the file is bad
-            bad[f] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
-            continue
-        images.append(t)
-        labels.append(classes.setdefault(f.parent.name, len(classes)))
-    if bad:
-        first, reason = next(iter(bad.items()))
-        if len(images) < count:
-            raise ValueError(f"--{what} {source!r}: {len(bad)} of its image files cannot be "
-                             f"decoded (e.g. {first}: {reason}) and only {len(images)} readable "
-                             f"ones are left, {count} needed; remove the broken files or lower "
-                             "--count")
-        print(f"skipped {len(bad)} unreadable image file(s) of --{what} {source}, e.g. {first} "
-              f"({reason})", file=sys.stderr, flush=True)
-    return torch.stack(images), torch.tensor(labels)
+    folder = ImageFolder(src.root, flat=True, what=f"--{what}",
+                         warn=lambda msg: print(msg, file=sys.stderr, flush=True))
+    if len(folder) < count:
+        raise ValueError(f"--{what} {source!r} has {len(folder)} readable images, {count} "
+                         "needed; add images or lower --count")
+    return folder.resized(size or 256, range(count)), folder.labels[:count]
 
 
 def build_features(spec, device, log=print):

@@ -41,7 +41,7 @@ import os
 import numpy as np
 import torch
 
-from .validate import scan_image_folder, validate_files
+from .folder import ImageFolder
 
 log = logging.getLogger("genint_fast.data")
 
@@ -128,31 +128,12 @@ class _FolderLoader:
         self.crop_fraction = float(crop_fraction)
         self.epoch = 0
 
-        self.classes, files, labels = scan_image_folder(root, classes)
-        self.skipped: dict[str, str] = {}
-        if validate:
-            res = validate_files(self.root, files, cache_path=cache_path,
-                                 threads=max(1, num_threads))
-            self.skipped = res.bad
-            if res.bad and not res.good:
-                first = next(iter(res.bad.items()))
-                raise ValueError(f"image folder {self.root!r}: none of its image files can be "
-                                 f"decoded ({len(res.bad)} files, e.g. "
-                                 f"{os.path.relpath(first[0], self.root)}: {first[1]}); check "
-                                 f"them with `genint-fast data validate {self.root}`")
-            if res.bad:
-                keep = set(res.good)
-                labels = [y for f, y in zip(files, labels) if f in keep]
-                files = res.good
-                first = next(iter(res.bad.items()))
-                log.warning("skipped %d unreadable image file(s) of %d in %s, e.g. %s (%s)",
-                            len(res.bad), len(res.bad) + len(files), self.root,
-                            os.path.relpath(first[0], self.root), first[1])
-            if not files:
-                raise ValueError(f"image folder {self.root!r}: none of its image files can be "
-                                 "decoded")
+        folder = ImageFolder(root, classes, validate=validate, cache_path=cache_path,
+                             threads=num_threads, warn=log.warning)
+        self.folder = folder
+        self.classes, files, self.skipped = folder.classes, folder.files, folder.skipped
         self.files = files
-        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self.labels = folder.labels
         counts = torch.bincount(self.labels, minlength=len(self.classes))
         empty = [c for c, k in zip(self.classes, counts.tolist()) if k == 0]
         if empty:
@@ -270,34 +251,20 @@ class DaliImageLoader(_FolderLoader):
         self.epoch += 1
 
 
-def _pil_to_tensor(im) -> torch.Tensor:
-    """uint8 RGB CHW tensor from a PIL image (16-bit greyscale is scaled to 8 bits, as DALI
-    does, instead of Pillow's clipping)."""
-    if im.mode.startswith("I;16") or im.mode == "I":
-        a = (np.asarray(im).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        a = np.repeat(a[..., None], 3, axis=2)
-    else:
-        a = np.array(im.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(a).permute(2, 0, 1).contiguous()
-
-
 class _FileDataset(torch.utils.data.Dataset):
-    def __init__(self, files, transform):
-        self.files = files
+    def __init__(self, folder, transform):
+        self.folder = folder
         self.transform = transform
 
     def __len__(self):
-        return len(self.files)
+        return len(self.folder)
 
     def __getitem__(self, i):
-        from PIL import Image
-
         try:
-            with Image.open(self.files[i]) as im:
-                img = _pil_to_tensor(im)
+            img = self.folder.read(i)
         except Exception as exc:  # noqa: BLE001 - a file that broke after validation
             logging.getLogger("genint_fast.data").warning("skipped unreadable image %s (%s)",
-                                                          self.files[i], exc)
+                                                          self.folder.files[i], exc)
             return None
         return self.transform(img), i
 
@@ -361,7 +328,7 @@ class TorchImageLoader(_FolderLoader):
         self.transform = v2.Compose(ops)
         self.sampler = _EpochShardSampler(len(self.files), self.seed, self.shard_id,
                                           self.num_shards, self.shuffle)
-        self._dataset = _FileDataset(self.files, self.transform)
+        self._dataset = _FileDataset(self.folder, self.transform)
         self._dl = None
 
     def _dataloader(self):

@@ -22,16 +22,25 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 CACHE_VERSION = 1
 
 
-def scan_image_folder(root: str, classes: list[str] | None = None, *, ignore_extra=False):
+def scan_image_folder(root: str, classes: list[str] | None = None, *, ignore_extra=False,
+                      flat=False):
     """Return (classes, files, labels) for an image-folder tree; files are absolute paths in a
     sorted, deterministic order.  `classes` fixes the class list (e.g. the training set's) so that
     another split maps to the same indices; other class folders are an error unless
-    `ignore_extra` (e.g. ObjectNet's classes outside a mapping).  Raises one clear error for a
-    missing or empty tree."""
+    `ignore_extra` (e.g. ObjectNet's classes outside a mapping).  `flat` also accepts a folder
+    that holds images but no class sub-folders: one class, named after the folder.  Raises one
+    clear error for a missing or empty tree."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder {root!r} does not exist or is not a folder")
     root = os.path.abspath(root)
     found = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    if flat and classes is None and not found:
+        files = sorted(e.path for e in os.scandir(root)
+                       if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise ValueError(f"image folder {root!r} has neither class sub-folders nor "
+                             ".jpg/.jpeg/.png images")
+        return [os.path.basename(root)], files, [0] * len(files)
     if classes is None:
         classes = found
         if not classes:

@@ -228,32 +228,16 @@ def gradcam_sheet_for(classifiers, images, out_dir, *, n=8, head="mean") -> dict
 # ------------------------------------------------------------------------------ folders read
 # with a protocol's own transform (ObjectNet) and the CGN tests' class-folder trees
 class _PilFiles(torch.utils.data.Dataset):
-    def __init__(self, files, transform):
-        self.files, self.transform = files, transform
+    """An ImageFolder's files as PIL images through a protocol's own transform."""
+
+    def __init__(self, folder, transform):
+        self.folder, self.transform = folder, transform
 
     def __len__(self):
-        return len(self.files)
+        return len(self.folder)
 
     def __getitem__(self, i):
-        from PIL import Image
-
-        with Image.open(self.files[i]) as im:
-            return self.transform(im), i
-
-
-def _valid_files(root, files):
-    """Drop files Pillow cannot decode (counted, the first named in a warning)."""
-    import logging
-
-    from ..data.validate import validate_files
-
-    res = validate_files(str(root), files, threads=1)
-    if res.bad:
-        first = next(iter(res.bad.items()))
-        logging.getLogger("genint_fast.eval").warning(
-            "skipped %d unreadable image file(s) of %d under %s, e.g. %s (%s)", len(res.bad),
-            len(files), root, os.path.relpath(first[0], str(root)), first[1])
-    return list(res.good), len(res.bad)
+        return self.transform(self.folder.open(i)), i
 
 
 def _logits_all(classifiers, batches, head):
@@ -274,9 +258,10 @@ def objectnet(classifiers, folder, mapping_path, *, size=None, batch_size=64, he
     cropped, shorter side resized to 1.6 x size, centre crop; an image is right at top-k when any
     of its class's ImageNet indices is among the top k), and the variant restricted to the mapped
     indices."""
+    import logging
     from pathlib import Path
 
-    from ..data.validate import scan_image_folder
+    from ..data.folder import ImageFolder
     from .objectnet import load_mapping, objectnet_topk, objectnet_transform
 
     nc = {c.num_classes for c in classifiers}
@@ -293,16 +278,14 @@ def objectnet(classifiers, folder, mapping_path, *, size=None, batch_size=64, he
     if not used:
         raise ValueError(f"none of the {len(mapping)} class folders named in {mapping_path} is "
                          f"under {root}; check that the mapping's keys are ObjectNet folder names")
-    classes, files, labels = scan_image_folder(str(root), used, ignore_extra=True)
-    class_of = {f: classes[y] for f, y in zip(files, labels)}
-    files, skipped = _valid_files(root, files)
-    if not files:
-        raise ValueError(f"no readable images in the mapped class folders under {root}")
+    images = ImageFolder(root, used, ignore_extra=True, what="ObjectNet folder",
+                         warn=logging.getLogger("genint_fast.eval").warning)
+    skipped = len(images.skipped)
     size = int(size or max(c.size for c in classifiers))
-    loader = torch.utils.data.DataLoader(_PilFiles(files, objectnet_transform(size)),
+    loader = torch.utils.data.DataLoader(_PilFiles(images, objectnet_transform(size)),
                                          batch_size=batch_size, num_workers=num_workers)
     logits, order = _logits_all(classifiers, loader, head)
-    targets = [class_of[files[int(i)]] for i in order]
+    targets = [images.classes[int(images.labels[int(i)])] for i in order]
     sub = {k: mapping[k] for k in used}
     rows = []
     for c in classifiers:

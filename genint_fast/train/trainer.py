@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import threading
 import time
 from pathlib import Path
@@ -139,23 +138,12 @@ class FolderData:
 
         from torchvision.transforms import v2
 
+        from ..data.folder import ImageFolder
         from ..data.loader import CROP_RATIO, CROP_SCALE
-        from ..data.validate import scan_image_folder, validate_files
 
-        self.classes, files, labels = scan_image_folder(root)
-        res = validate_files(root, files)
-        self.skipped: dict[str, str] = res.bad     # file -> why it cannot be read
-        if res.bad and log is not None:
-            first, why = next(iter(res.bad.items()))
-            log(f"skipped {len(res.bad)} of {len(files)} image files under {root} that cannot be "
-                f"read, e.g. {os.path.relpath(first, root)} ({why})")
-        good = set(res.good)
-        keep = [i for i, f in enumerate(files) if f in good]
-        if not keep:
-            raise ValueError(f"none of the {len(files)} image files under {root} can be read "
-                             f"(e.g. {next(iter(res.bad.values()), 'no files')}); check the folder")
-        self.files = [files[i] for i in keep]
-        self.labels = torch.tensor([labels[i] for i in keep], dtype=torch.long)
+        self.folder = ImageFolder(root, threads=threads, warn=log or (lambda msg: None))
+        self.classes, self.files = self.folder.classes, self.folder.files
+        self.labels, self.skipped = self.folder.labels, self.folder.skipped
         self.n = len(self.files)
         self.batch_size, self.seed, self.device = batch_size, seed, torch.device(device)
         self.rank, self.world, self.size = rank, world, (size, size)
@@ -176,14 +164,7 @@ class FolderData:
         return step // self.per_epoch
 
     def _decode(self, idx):
-        from PIL import Image
-
-        from ..data.loader import _pil_to_tensor
-
-        def one(i):
-            with Image.open(self.files[i]) as im:
-                return _pil_to_tensor(im)
-        return list(self.pool.map(one, idx))
+        return self.folder.read_many(idx, self.pool)
 
     def _stack(self, imgs, step, train, stream):
         with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):   # see _GLOBAL_RNG_LOCK
