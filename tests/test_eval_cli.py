@@ -152,7 +152,7 @@ def test_bad_input_gets_one_sentence(two_runs, tmp_path, capsys, argv, message):
 def _checkpoint(path, num_classes, *, heads="single", seed=0, image_size=32):
     """A genint-fast checkpoint of a random smallcnn trained (nominally) on a folder."""
     from genint_fast.train.checkpoint import FORMAT, save_atomic
-    from genint_fast.train.models import build_model
+    from genint_fast.classifier.models import build_model
     torch.manual_seed(seed)
     model = build_model("smallcnn", num_classes, heads)
     cfg = {"model": "smallcnn", "num_classes": num_classes, "heads": heads,

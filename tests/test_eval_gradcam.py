@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from genint_fast.eval.gradcam import default_target_layer, gradcam, gradcam_sheet
-from genint_fast.train.models import EnsembleModel, SmallCNN, _Pooled, build_model
+from genint_fast.classifier.models import EnsembleModel, SmallCNN, _Pooled, build_model
 
 from conftest import requires_cuda
 

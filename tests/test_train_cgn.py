@@ -12,7 +12,7 @@ import torch
 from genint_fast.cgn import CGNConfig, CGNTrainConfig, train_cgn
 from genint_fast.cli import main as cli_main
 from genint_fast.train import Trainer, load_config, stream_losses
-from genint_fast.train.models import EnsembleModel, build_model
+from genint_fast.classifier.models import EnsembleModel, build_model
 from genint_fast.train.objective import Stream
 
 TINY = ["steps=1", "data_size=120", "batch_size=16", "gen_batch_size=8", "num_directions=8",

@@ -29,7 +29,12 @@ def _dtype(name):
 
 
 def register(sub) -> None:
-    # ---- gan
+    _register_gan(sub)
+    _register_directions(sub)
+    _register_generate(sub)
+
+
+def _register_gan(sub) -> None:
     p = sub.add_parser("gan", help="train the small class-conditional 32x32 GAN")
     p.add_argument("--data", required=True, metavar="SOURCE",
                    help="digits:<colored|double-colored|wildlife|cmnist>[:RHO] (built-in biased "
@@ -52,7 +57,8 @@ def register(sub) -> None:
     _common(p)
     p.set_defaults(func=gan_main)
 
-    # ---- directions
+
+def _register_directions(sub) -> None:
     p = sub.add_parser("directions", help="GANSpace direction discovery (exact SVD or sampled PCA)")
     p.add_argument("--generator", required=True, metavar="SPEC", help=GENERATOR_SPECS)
     p.add_argument("--out", required=True, metavar="FILE", help="directions file (.safetensors)")
@@ -69,7 +75,8 @@ def register(sub) -> None:
     _common(p, cache=True)
     p.set_defaults(func=directions_main)
 
-    # ---- generate
+
+def _register_generate(sub) -> None:
     p = sub.add_parser(
         "generate", help="intervened images: a Figure-2 grid and/or an image folder",
         description="Intervened images from a generator and its directions: --grid PNG writes "

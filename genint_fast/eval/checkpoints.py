@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -33,21 +32,21 @@ class Classifier:
     heads: str
     size: int              # the training image size
     data: str              # the training data spec (for the record; never opened)
-    normalize: str = "half"   # the trainer's input normalisation (train.config.NORMALIZATIONS)
+    normalize: str = "half"   # the trainer's input normalisation (classifier.normalise.NORMALIZATIONS)
 
     def __post_init__(self):
-        from ..train.trainer import make_normaliser
+        from ..classifier.normalise import make_normaliser
 
         self.normalise = make_normaliser(self.normalize)   # the trainer's own function
 
     @property
     def mean(self) -> tuple:
-        from ..train.config import NORMALIZATIONS
+        from ..classifier.normalise import NORMALIZATIONS
         return tuple(NORMALIZATIONS[self.normalize][0])
 
     @property
     def std(self) -> tuple:
-        from ..train.config import NORMALIZATIONS
+        from ..classifier.normalise import NORMALIZATIONS
         return tuple(NORMALIZATIONS[self.normalize][1])
 
     @property
@@ -58,7 +57,7 @@ class Classifier:
     def logits(self, x, *, head: str = "mean", batch_size: int = 256) -> torch.Tensor:
         """Logits (N, C) of images x: uint8 (0..255) or float in [0, 1], in batches; `head`
         picks one head of an ensemble (shape / texture / background) instead of their mean."""
-        from ..train.models import MECHANISMS
+        from ..classifier.models import MECHANISMS
 
         if head != "mean" and (self.heads != "ensemble" or head not in MECHANISMS):
             raise ValueError(f"head {head!r} needs an ensemble checkpoint and one of "
@@ -78,9 +77,9 @@ class Classifier:
 
 def load_classifier(path, *, name: str | None = None, device="cpu") -> Classifier:
     """The classifier of a genint-fast training checkpoint, built from the checkpoint alone."""
-    from ..train.checkpoint import load_checkpoint
-    from ..train.config import NORMALIZATIONS, resolve_normalize
-    from ..train.models import build_model
+    from ..classifier.models import build_model
+    from ..classifier.normalise import NORMALIZATIONS, resolve_normalize
+    from ..classifier.weights import load_checkpoint
 
     st = load_checkpoint(path)
     cfg = st.get("config") or {}
@@ -101,8 +100,7 @@ def load_classifier(path, *, name: str | None = None, device="cpu") -> Classifie
     size = int(cfg.get("image_size", 224)) if data.startswith("folder:") else DIGITS_SIZE
     norm = cfg.get("normalize", "half")      # older checkpoints: the trainer's half then
     if norm == "auto":                       # not written by the trainer (it resolves auto)
-        norm = resolve_normalize(SimpleNamespace(normalize="auto", data=data,
-                                                 model=str(cfg["model"])))
+        norm = resolve_normalize("auto", data, str(cfg["model"]))
     if norm not in NORMALIZATIONS:
         raise ValueError(f"{path} has normalize={norm!r}; expected one of "
                          f"{', '.join(NORMALIZATIONS)} (pass a checkpoint written by "

@@ -46,7 +46,7 @@ def nuisance_coordinates(z_star, directions, top_k) -> torch.Tensor:
 def train_nuisance_predictor(sampler, *, steps=400, batch_size=64, seed=0, log=None):
     """A SmallCNN regressing the nuisance coordinates of the sampler's intervened images (MSE).
     Returns the predictor in eval() (CPU)."""
-    from ..train.models import SmallCNN
+    from ..classifier.models import SmallCNN
 
     k = sampler.top_k
     with torch.random.fork_rng(devices=[]):

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..train.models import MECHANISMS, EnsembleModel
+from ..classifier.models import MECHANISMS, EnsembleModel
 
 __all__ = ["default_target_layer", "gradcam", "gradcam_sheet", "HEAD_CHOICES"]
 
@@ -31,7 +31,7 @@ HEAD_CHOICES = ("mean",) + MECHANISMS
 
 
 def _default_normalise(x):
-    from ..train.trainer import normalise
+    from ..classifier.normalise import normalise
 
     return normalise(x)
 
@@ -122,7 +122,7 @@ def _resolve(model: nn.Module, head: str, target_layer: str | None):
     """(single-output model for torchcam, target module) after checking head and layer."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}; pass a "
-                         "classifier from genint_fast.train.models.build_model.")
+                         "classifier from genint_fast.classifier.models.build_model.")
     if head not in HEAD_CHOICES:
         raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEAD_CHOICES)}.")
     if head == "mean":

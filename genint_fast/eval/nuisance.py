@@ -170,7 +170,7 @@ def save_readers(readers: Readers, path) -> None:
 
 def load_readers(path) -> Readers:
     from ..io import load_state
-    from ..train.models import SmallCNN
+    from ..classifier.models import SmallCNN
 
     state = load_state(path, READERS_FORMAT, "measuring readers")
 

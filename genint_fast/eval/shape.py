@@ -34,7 +34,7 @@ def fit_reader(x, y, steps, batch_size=64, seed=0, shift=0):
     """A measuring net: a SmallCNN(10) fitted to images x in [0, 1] and labels y with Adam
     (lr 3e-3), seeded; shift > 0 rolls each batch by up to +-shift pixels so the net does not
     depend on where the digit sits. Returned in eval()."""
-    from ..train.models import SmallCNN
+    from ..classifier.models import SmallCNN
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -76,7 +76,7 @@ def cached_shape_reader(path, steps=1500, seed=0, log=None):
     if path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=True)
         if blob.get("steps") == steps and blob.get("seed") == seed:
-            from ..train.models import SmallCNN
+            from ..classifier.models import SmallCNN
 
             reader = SmallCNN(10)
             reader.load_state_dict(blob["state"])

@@ -58,17 +58,17 @@ class EvalImages:
 def digits_images(data: str, split: str, *, n=None, data_seed=0, batch_size=256) -> EvalImages:
     """A built-in split (`data` = digits:<variant>[:rho]) as uint8 32 x 32 images."""
     from ..data.digits import make_biased_digits
-    from ..train.config import parse_data_spec
+    from ..data.sources import parse_source
 
-    variant, rho = parse_data_spec(data)
-    if variant == "folder":
+    src = parse_source(data, flag="--data")
+    if src.is_folder:
         raise ValueError("the built-in splits need --data digits:<variant>[:rho]; for an image "
                          "folder pass --folder DIR")
     if split not in DIGIT_SPLITS:
         raise ValueError(f"--split must be one of {DIGIT_SPLITS}, got {split!r}")
     if n is not None and n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    ds = make_biased_digits(variant, split, rho, seed=data_seed, n=n)
+    ds = make_biased_digits(src.variant, split, src.rho, seed=data_seed, n=n)
     return EvalImages(description={"data": data, "split": split, "data_seed": data_seed},
                       n=int(ds.labels.shape[0]), batch_size=batch_size, _images=ds.images,
                       _labels=ds.labels, nuisance=ds.nuisance)

@@ -9,15 +9,10 @@ import random
 import numpy as np
 import torch
 
-from ..io import load_state, save_atomic
+from ..classifier.weights import FORMAT, load_checkpoint
+from ..io import save_atomic
 
 __all__ = ["save_atomic", "load_checkpoint", "rng_states", "set_rng_states", "FORMAT"]
-
-FORMAT = "genint-fast-train/1"
-
-
-def load_checkpoint(path) -> dict:
-    return load_state(path, FORMAT, "checkpoint")
 
 
 def rng_states() -> dict:

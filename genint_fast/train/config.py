@@ -13,22 +13,61 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MODES", "MODELS",
-           "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES"]
+from ..classifier.normalise import NORMALIZATIONS
+from ..classifier.normalise import resolve_normalize as _resolve_normalize
 
-MODES = ("erm", "mixup", "autoaugment", "stylized", "gan-aug", "genint", "genint-transfer", "cgn",
-         "real+cgn", "groupdro", "jtt", "dfr")
+__all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MODES", "MODELS",
+           "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES",
+           "MODE_STREAMS", "ModeStreams"]
+
+
+
+@dataclass(frozen=True)
+class ModeStreams:
+    """What a mode trains on, read by the trainer instead of tests of the mode's name.
+
+    real: the real stream's form: "plain", "mixup" (mixed pairs), "groupdro" (Group DRO's
+      weighted group losses) or None (no real stream: counterfactuals only).
+    sampler: the generator stream: "generated" (observational samples) or "intervened"
+      (GenInt's interventions); None: no generator.
+    transfer_style: the style images of the "transferred" stream: "real" (other real images) or
+      "intervened"; None: no style transfer.
+    counterfactual: the CGN stream is required (`cgn=`); any mode may add it when `cgn` is set.
+    autoaugment: real images pass through torchvision's AutoAugment policy first.
+    prepare: a run before training ("jtt": the ERM identification run whose errors are
+      upsampled); fit: "dfr" refits the last layer of init_weights instead of training.
+    """
+
+    real: str | None = "plain"
+    sampler: str | None = None
+    transfer_style: str | None = None
+    counterfactual: bool = False
+    autoaugment: bool = False
+    prepare: str | None = None
+    fit: str = "train"
+
+
+MODE_STREAMS = {
+    "erm": ModeStreams(),
+    "mixup": ModeStreams(real="mixup"),
+    "autoaugment": ModeStreams(autoaugment=True),
+    "stylized": ModeStreams(transfer_style="real"),
+    "gan-aug": ModeStreams(sampler="generated"),
+    "genint": ModeStreams(sampler="intervened"),
+    "genint-transfer": ModeStreams(sampler="intervened", transfer_style="intervened"),
+    "cgn": ModeStreams(real=None, counterfactual=True),
+    "real+cgn": ModeStreams(counterfactual=True),
+    "groupdro": ModeStreams(real="groupdro"),
+    "jtt": ModeStreams(prepare="jtt"),
+    "dfr": ModeStreams(fit="dfr"),
+}
+MODES = tuple(MODE_STREAMS)
 # Modes this trainer runs today; the others are refused with a clear message.
 IMPLEMENTED_MODES = MODES
 MODELS = ("smallcnn", "resnet18", "resnet50", "resnet152")
-GENERATOR_MODES = ("gan-aug", "genint", "genint-transfer")   # modes that load `generator`
-TRANSFER_MODES = ("stylized", "genint-transfer")              # modes that use transfer_*
+GENERATOR_MODES = tuple(m for m, s in MODE_STREAMS.items() if s.sampler)   # load `generator`
+TRANSFER_MODES = tuple(m for m, s in MODE_STREAMS.items() if s.transfer_style)  # transfer_*
 _AMP = ("none", "bf16", "fp16")
-# Input normalisation (x in [0, 1] -> (x - mean) / std), by name.
-NORMALIZATIONS = {
-    "half": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),                       # (x - 0.5) / 0.5
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),       # torchvision's
-}
 # Generator specs the config can check without loading anything (genint_fast.generators holds
 # the loaders; tests/test_recipes.py checks these names against it).
 BIGGAN_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
@@ -182,203 +221,16 @@ class TrainConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> "TrainConfig":
+        """Check every key (one "invalid config: KEY ..." sentence for the first bad one),
+        normalise a folder's spelling, and return self. The checks, in this order, are in
+        train/checks.py."""
+        from .checks import CHECKS
+
         def bad(key, msg):
             raise ValueError(f"invalid config: {key} {msg}")
 
-        # one spelling of an image folder (a bare DIR becomes folder:DIR) for every check below;
-        # whether it exists is checked after the mode checks, as before
-        for key in ("data", "val_data"):
-            value = getattr(self, key)
-            if isinstance(value, str) and value.strip() and not value.startswith("digits"):
-                from ..data.sources import parse_source
-
-                setattr(self, key, str(parse_source(value, flag=key, must_exist=False)))
-
-        for f in dataclasses.fields(self):
-            name, v = f.name, getattr(self, f.name)
-            t = str(f.type)
-            optional = t.endswith(" | None")
-            t = t.removesuffix(" | None")
-            if v is None:
-                if optional:
-                    continue
-                bad(name, "must not be null")
-            if t == "int" and (not isinstance(v, int) or isinstance(v, bool)):
-                bad(name, f"must be an integer{' or null' if optional else ''}, got {v!r}")
-            if t == "float":
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    bad(name, f"must be a number{' or null' if optional else ''}, got {v!r}")
-                setattr(self, name, float(v))
-            if t == "bool" and not isinstance(v, bool):
-                bad(name, f"must be true or false, got {v!r}")
-            if t == "str" and not isinstance(v, str):
-                bad(name, f"must be a string{' or null' if optional else ''}, got {v!r}")
-            if t == "list" and not isinstance(v, list):
-                bad(name, f"must be a list, got {v!r}")
-            if t == "dict" and not isinstance(v, dict):
-                bad(name, f"must be a mapping, got {v!r}")
-        if self.mode not in MODES:
-            bad("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.mode not in IMPLEMENTED_MODES:
-            bad("mode", f"{self.mode!r} is not implemented yet; use one of "
-                        f"{', '.join(IMPLEMENTED_MODES)}")
-        if self.normalize not in ("auto", *NORMALIZATIONS):
-            bad("normalize", f"must be auto, {' or '.join(NORMALIZATIONS)}, got "
-                             f"{self.normalize!r}")
-        if self.intervention_style not in ("multi", "one"):
-            bad("intervention_style", f'must be "multi" or "one", got '
-                                      f'{self.intervention_style!r}')
-        if self.step_ranges not in (None, "reference"):
-            bad("step_ranges", f'must be null or "reference", got {self.step_ranges!r}')
-        if self.step_ranges == "reference" and self.top_k > 60:
-            bad("step_ranges", f"reference covers 60 directions; top_k is {self.top_k}")
-        if self.step_ranges == "reference" and self.intervention_mode != "set":
-            bad("step_ranges", "reference ranges are set-mode latent units; add "
-                "intervention_mode=set (in add mode they would be scaled by sigma again)")
-        if self.control not in ("none", "random-directions", "matched-norm"):
-            bad("control", f'must be "none", "random-directions" or "matched-norm", got '
-                           f'{self.control!r}')
-        if self.control != "none" and self.mode not in ("genint", "genint-transfer"):
-            bad("control", f"applies to the genint modes only, not {self.mode}")
-        if self.heads not in ("single", "ensemble"):
-            bad("heads", f'must be "single" or "ensemble", got {self.heads!r}')
-        if self.mode in ("cgn", "real+cgn") and not self.cgn:
-            bad("cgn", f"must name a `genint-fast cgn` checkpoint in mode {self.mode}")
-        if self.cgn is not None:
-            if not Path(self.cgn).is_file():
-                bad("cgn", f"must be null or an existing `genint-fast cgn` checkpoint file, got "
-                           f"{self.cgn!r}")
-            if self.mode == "mixup":
-                bad("cgn", "cannot be combined with mode mixup (mixup mixes the real stream "
-                           "only); use mode real+cgn")
-            if self.cgn_labels not in ("uniform", "permute"):
-                bad("cgn_labels", f'must be "uniform" or "permute", got {self.cgn_labels!r}')
-            if self.cgn_batch_size < 1 or self.cgn_per_mask < 1:
-                bad("cgn_batch_size/cgn_per_mask", "must be >= 1")
-            if self.cgn_set < 0 or (0 < self.cgn_set < self.cgn_batch_size):
-                bad("cgn_set", f"must be 0 (streamed) or at least cgn_batch_size "
-                               f"({self.cgn_batch_size}), got {self.cgn_set}")
-        elif self.cgn_set:
-            bad("cgn_set", "needs a counterfactual stream (set cgn=CKPT)")
-        if self.lambda_cgn is not None and self.lambda_cgn < 0:
-            bad("lambda_cgn", f"must be null or a number >= 0, got {self.lambda_cgn!r}")
-        if self.heads == "ensemble" and self.cgn is None:
-            bad("heads", "ensemble needs a counterfactual stream (set cgn=CKPT): its texture "
-                         "and background heads learn from counterfactual labels only")
-        if self.model not in MODELS:
-            bad("model", f"must be one of {', '.join(MODELS)}, got {self.model!r}")
-        if self.mode == "groupdro" and self.data.startswith("folder:"):
-            bad("mode", "groupdro needs group labels, which the built-in digits carry (class x "
-                        "stroke colour id) and image folders do not; use data=digits:<variant>")
-        if self.mode == "groupdro" and self.dro_eta <= 0:
-            bad("dro_eta", f"must be > 0, got {self.dro_eta}")
-        if self.mode == "jtt" and self.data.startswith("folder:"):
-            bad("mode", "jtt runs on in-memory data (data=digits:<variant>) for now; image "
-                        "folders are not supported yet")
-        if self.mode == "jtt" and (self.jtt_id_epochs <= 0 or self.jtt_upweight < 1):
-            bad("jtt_id_epochs/jtt_upweight", f"must be > 0 / >= 1, got {self.jtt_id_epochs} / "
-                                              f"{self.jtt_upweight}")
-        if self.mode == "dfr" and (self.init_weights is None or self.data.startswith("folder:")):
-            bad("mode", "dfr retrains the last layer of a trained model on the built-in digits' "
-                        "validation split: give init_weights=<an erm checkpoint> and "
-                        "data=digits:<variant>")
-        if self.mode == "dfr" and self.dfr_retrains < 1:
-            bad("dfr_retrains", f"must be >= 1, got {self.dfr_retrains}")
-        if self.select not in ("last", "val", "oracle"):
-            bad("select", f'must be "last", "val" or "oracle", got {self.select!r}')
-        if self.val_every < 0 or self.val_size < 1:
-            bad("val_every/val_size", "must be >= 0 / >= 1")
-        if self.val_data is not None and not self.val_data.startswith("folder:"):
-            bad("val_data", f"must be null or folder:DIR, got {self.val_data!r}")
-        if self.select == "oracle" and self.data.startswith("folder:"):
-            bad("select", "oracle selects on the built-in digits' val-ood split; on an image "
-                          "folder give select=val with val_data=folder:DIR of test-domain "
-                          "images and report it as the oracle")
-        if (self.select == "val" and self.data.startswith("folder:")
-                and self.val_data is None):
-            bad("val_data", "is needed for select=val on an image folder: give "
-                            "val_data=folder:DIR with validation images of the training "
-                            "distribution")
-        if self.optimizer not in ("sgd", "adadelta"):
-            bad("optimizer", f'must be "sgd" or "adadelta", got {self.optimizer!r}')
-        if self.forward not in ("concat", "separate"):
-            bad("forward", f'must be "concat" or "separate", got {self.forward!r}')
-        if self.producer not in ("thread", "inline"):
-            bad("producer", f'must be "thread" or "inline", got {self.producer!r}')
-        if self.amp not in _AMP:
-            bad("amp", f"must be one of {', '.join(_AMP)}, got {self.amp!r}")
-        if self.intervention_mode not in ("add", "set"):
-            bad("intervention_mode", f'must be "add" or "set", got {self.intervention_mode!r}')
-        for key in ("batch_size", "steps", "checkpoint_every", "log_every", "queue_size",
-                    "data_size", "num_directions", "top_k", "m", "eval_size", "image_size",
-                    "per_latent"):
-            if getattr(self, key) < 1:
-                bad(key, f"must be >= 1, got {getattr(self, key)}")
-        if self.num_classes is not None and self.num_classes < 2:
-            bad("num_classes", f"must be null (from the data) or >= 2, got {self.num_classes}")
-        if self.epochs is not None and not self.epochs > 0:
-            bad("epochs", f"must be null (use steps) or > 0, got {self.epochs}")
-        if self.gen_batch_size < 0:
-            bad("gen_batch_size", f"must be >= 0, got {self.gen_batch_size}")
-        if self.mode in GENERATOR_MODES and self.gen_batch_size < 1:
-            bad("gen_batch_size", f"must be >= 1 in mode {self.mode}")
-        for key in ("lambda1", "lambda2", "weight_decay", "momentum", "scale"):
-            if getattr(self, key) < 0:
-                bad(key, f"must be >= 0, got {getattr(self, key)}")
-        if self.lr <= 0:
-            bad("lr", f"must be > 0, got {self.lr}")
-        if not 0 < self.truncation <= 1:
-            bad("truncation", f"must be in (0, 1], got {self.truncation}")
-        if self.mode in TRANSFER_MODES:
-            if self.transfer_batch_size < 1:
-                bad("transfer_batch_size", f"must be >= 1 in mode {self.mode}")
-            if self.lambda2 <= 0:
-                bad("lambda2", f"must be > 0 in mode {self.mode} (it weights the transferred "
-                               f"stream)")
-        ts = self.transfer_steps
-        if (len(ts) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in ts)
-                or not 1 <= ts[0] <= ts[1]):
-            bad("transfer_steps", f"must be [lo, hi] integers with 1 <= lo <= hi, got {ts!r}")
-        if self.transfer_optimizer not in ("lbfgs", "adam"):
-            bad("transfer_optimizer", f'must be "lbfgs" or "adam", got {self.transfer_optimizer!r}')
-        if self.transfer_kernel not in ("linear", "poly2", "gaussian", "bn"):
-            bad("transfer_kernel", f"must be linear, poly2, gaussian or bn, got "
-                                   f"{self.transfer_kernel!r}")
-        from ..feature_spec import parse_feature_spec
-
-        try:    # weight files are checked only where a mode reads them
-            parse_feature_spec(self.transfer_features, flag="transfer_features",
-                               check_files=self.mode in TRANSFER_MODES)
-        except ValueError as exc:
-            bad("transfer_features", str(exc).removeprefix("transfer_features "))
-        if self.autoaugment_policy not in ("imagenet", "cifar10", "svhn"):
-            bad("autoaugment_policy", f"must be imagenet, cifar10 or svhn, got "
-                                      f"{self.autoaugment_policy!r}")
-        if self.mixup_alpha <= 0:
-            bad("mixup_alpha", f"must be > 0, got {self.mixup_alpha}")
-        if self.lr_step_epochs <= 0 or not 0 < self.lr_gamma <= 1:
-            bad("lr_step_epochs/lr_gamma", "need lr_step_epochs > 0 and 0 < lr_gamma <= 1")
-        if self.m > self.top_k or self.top_k > self.num_directions:
-            bad("m/top_k", f"need m <= top_k <= num_directions, got m={self.m}, "
-                           f"top_k={self.top_k}, num_directions={self.num_directions}")
-        if self.intervention_style == "one" and self.per_latent > self.top_k:
-            bad("per_latent", f"must be <= top_k={self.top_k} (distinct directions per latent), "
-                              f"got {self.per_latent}")
-        if self.threads is not None and self.threads < 1:
-            bad("threads", f"must be null or an integer >= 1, got {self.threads!r}")
-        if self.init_weights is not None and not Path(self.init_weights).is_file():
-            bad("init_weights", f"must be null or an existing file, got {self.init_weights!r}")
-        if self.mode in GENERATOR_MODES:
-            _check_generator_spec(self.generator, bad)
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
-            bad("device", f'must be "cpu" or "cuda[:N]", got {self.device!r}')
-        parse_data_spec(self.data)
-        if self.tensorboard:
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                bad("tensorboard", "is true but the tensorboard package is missing; "
-                                   "pip install tensorboard, or set tensorboard=false")
+        for check in CHECKS:
+            check(self, bad)
         return self
 
     def to_dict(self) -> dict:
@@ -411,17 +263,8 @@ def _check_generator_spec(spec: str, bad) -> None:
 
 
 def resolve_normalize(cfg: TrainConfig, init_normalize: str | None = None) -> str:
-    """The normalisation a run uses: `normalize` unless it is auto; auto = the init checkpoint's
-    own (init_normalize, for a genint-fast checkpoint given as init_weights), else imagenet for
-    folder data and the ResNets (torchvision's architectures and weights), else half (the
-    built-in digits with the small CNN)."""
-    if cfg.normalize != "auto":
-        return cfg.normalize
-    if init_normalize is not None:
-        return init_normalize
-    if str(cfg.data).startswith("folder:") or cfg.model.startswith("resnet"):
-        return "imagenet"
-    return "half"
+    """The normalisation a run of `cfg` uses (classifier.normalise.resolve_normalize)."""
+    return _resolve_normalize(cfg.normalize, str(cfg.data), cfg.model, init_normalize)
 
 
 def _yaml_text(value) -> str:

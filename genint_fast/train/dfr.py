@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["C_GRID", "last_linear", "embeddings", "balanced_subset", "fit_last_layer"]
+__all__ = ["C_GRID", "last_linear", "embeddings", "balanced_subset", "fit_last_layer",
+           "refit_trainer"]
 
 C_GRID = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)   # the paper's grid
 
@@ -111,3 +112,28 @@ def fit_last_layer(x, y, groups, *, num_classes, retrains=10, c_grid=C_GRID, see
         bs.append(bias)
     return {"weight": np.mean(ws, 0), "bias": np.mean(bs, 0), "C": best_c,
             "tune_worst_group": scores[best_c], "subset_size": int(len(sub))}
+
+
+def refit_trainer(trainer) -> dict:
+    """Mode dfr: the trainer's model (init_weights) gets its last layer refit on the
+    group-balanced validation split; the rest stays as init_weights left it. The trainer saves
+    the result as its final checkpoint; returns the run's metrics row."""
+    from ..eval.groups import group_ids
+    from .data import load_digits_split
+
+    cfg = trainer.cfg
+    images, labels, nuisance = load_digits_split(cfg, "val", cfg.val_size, nuisance=True)
+    x = embeddings(trainer.model, images, normalise=trainer.normalise, device=trainer.device)
+    res = fit_last_layer(x, labels.numpy(), group_ids(labels, nuisance).numpy(),
+                         num_classes=cfg.num_classes, retrains=cfg.dfr_retrains, seed=cfg.seed)
+    layer = last_linear(trainer.model)
+    with torch.no_grad():
+        layer.weight.copy_(torch.as_tensor(res["weight"], dtype=layer.weight.dtype))
+        layer.bias.copy_(torch.as_tensor(res["bias"], dtype=layer.bias.dtype))
+    trainer.step = cfg.steps
+    trainer.save()
+    trainer.log(f"DFR: last layer refit on {res['subset_size']} group-balanced validation "
+                f"images x {cfg.dfr_retrains} (C {res['C']:g}, tuning worst-group "
+                f"{100 * res['tune_worst_group']:.1f}%)")
+    return {"step": trainer.step, "dfr_C": res["C"], "dfr_subset": res["subset_size"],
+            "dfr_tune_worst_group": res["tune_worst_group"]}
