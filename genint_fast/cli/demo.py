@@ -4,19 +4,17 @@ from __future__ import annotations
 import sys
 from types import SimpleNamespace
 
-# genint_fast.demo.METHODS and the DemoConfig defaults the help shows, copied so that --help does
-# not import torch; tests/test_startup.py checks that they are equal.
-METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
-           "cgn", "real+cgn", "groupdro", "jtt", "dfr", "genint+cgn")
-DEFAULTS = dict(seeds=3, steps=150, gan_steps=500, gan_batch_size=32, cgn_steps=3000,
-                cgn_set=6000, cgn_epochs=3.0,
-                variant="colored", rho=1.0, scale_candidates=(1.0, 2.0, 4.0, 8.0),
-                intervention_style="multi", intervention_mode="add", lambda1=1.0, lambda2=1.0,
-                threads=2, jobs=2)
+from ..demo.config import METHODS, DemoConfig  # torch-free: --help stays light
+
+# the DemoConfig defaults the help shows (read from the config itself, never copied)
+_SHOWN = ("seeds", "steps", "gan_steps", "gan_batch_size", "cgn_steps", "cgn_set", "cgn_epochs",
+          "variant", "rho", "scale_candidates", "intervention_style", "intervention_mode",
+          "lambda1", "lambda2", "threads", "jobs")
 
 
 def register(subparsers) -> None:
-    d = SimpleNamespace(**DEFAULTS)
+    cfg = DemoConfig()
+    d = SimpleNamespace(**{k: getattr(cfg, k) for k in _SHOWN})
     p = subparsers.add_parser(
         "demo", help="the whole method end to end on the built-in biased digits, with a report",
         description="Builds the biased-digits benchmark, trains (or reuses) the small "

@@ -20,7 +20,8 @@ from torch.optim.swa_utils import AveragedModel
 from ..io import load_state, save_atomic
 from .small import ProjectionDiscriminator, SmallGANConfig, SmallGenerator
 
-__all__ = ["GANTrainConfig", "train_gan", "load_small_generator", "save_checkpoint"]
+__all__ = ["GANTrainConfig", "train_gan", "load_small_generator", "save_checkpoint",
+           "read_gan_checkpoint"]
 
 CHECKPOINT_FORMAT = "genint_fast.small_gan.v1"
 
@@ -100,7 +101,9 @@ def save_checkpoint(path, state) -> None:
     save_atomic(state, path)
 
 
-def _read_checkpoint(path):
+def read_gan_checkpoint(path) -> dict:
+    """The state of a `genint-fast gan` checkpoint (weights, model_config, steps trained), one
+    sentence for a file that is not one."""
     return load_state(path, CHECKPOINT_FORMAT, "GAN checkpoint",
                       missing="train one with `genint-fast gan`")
 
@@ -111,7 +114,7 @@ def load_small_generator(path, *, device="cpu", ema=True) -> SmallGenerator:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no GAN checkpoint at {path}; train one with `genint-fast gan`")
-    state = _read_checkpoint(path)
+    state = read_gan_checkpoint(path)
     gen = SmallGenerator(SmallGANConfig(**state["model_config"]),
                          generator_id="small32")
     gen.load_state_dict(state["G_ema"] if ema else state["G"])
@@ -128,7 +131,7 @@ def train_gan(images, labels, out, *, model_config: SmallGANConfig | None = None
     tc = train_config or GANTrainConfig()
     device = torch.device(device)
     out = Path(out)
-    state = _read_checkpoint(out) if (resume and out.is_file()) else None
+    state = read_gan_checkpoint(out) if (resume and out.is_file()) else None
     if state is not None:
         mc = SmallGANConfig(**state["model_config"])
         if model_config is not None and model_config.to_dict() != mc.to_dict():
