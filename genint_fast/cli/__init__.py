@@ -19,6 +19,8 @@ import importlib
 import re
 import sys
 
+from .recipes import expand as expand_recipe
+
 # Modules that contribute commands, in the order their commands are listed in --help.
 COMMAND_MODULES = [
     "genint_fast.cli.bench",
@@ -108,6 +110,11 @@ def main(argv=None) -> int:
     if len(argv) >= 2 and argv[0] == "eval" and argv[1].startswith("--") \
             and argv[1] not in ("-h", "--help"):
         argv.insert(1, "accuracy")   # `eval --checkpoint C ...` is the accuracy protocol
+    try:   # gan / cgn / demo: `--config YAML` and KEY=VALUE become the flags they name
+        argv = expand_recipe(parser, argv)
+    except (ValueError, OSError, ImportError) as exc:
+        print(f"genint-fast {argv[0]}: error: {error_message(exc)}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from .recipes import add_config_flag
+
 # (flag attribute, CGNTrainConfig field) of the training settings the command line may override
 _TRAIN_FLAGS = (("steps", "steps"), ("batch_size", "batch_size"), ("lr_g", "lr_g"),
                 ("lr_d", "lr_d"), ("lambda_mask", "lambda_mask"), ("feature_net", "feature_net"),
@@ -57,6 +59,7 @@ def register(sub) -> None:
                         "composites, then counterfactual rows; a column per class)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_config_flag(p)
     p.set_defaults(func=cgn_main)
     # `genint-fast cgn import ...`: an optional sub-command; without it `cgn` trains
     sub_cgn = p.add_subparsers(dest="cgn_command", metavar="[import]", required=False)

@@ -5,6 +5,7 @@ import sys
 from types import SimpleNamespace
 
 from ..demo.config import METHODS, DemoConfig  # torch-free: --help stays light
+from .recipes import add_config_flag
 
 # the DemoConfig defaults the help shows (read from the config itself, never copied)
 _SHOWN = ("seeds", "steps", "gan_steps", "gan_batch_size", "cgn_steps", "cgn_set", "cgn_epochs",
@@ -87,6 +88,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", default=None,
                    help="keep the classifier runs already finished in OUT/runs whose settings, "
                         "data and generators are unchanged (an interrupted table goes on)")
+    add_config_flag(p)
     p.set_defaults(func=demo_main)
 
 

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from .recipes import add_config_flag
+
 # Only light imports here: `genint-fast --help` must not import torch. The heavy ones happen
 # inside the command functions.
 
@@ -54,6 +56,7 @@ def _register_gan(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out exists")
     p.add_argument("--samples", metavar="PNG", help="also write a grid of EMA samples")
+    add_config_flag(p)
     _common(p)
     p.set_defaults(func=gan_main)
 

@@ -1,0 +1,121 @@
+"""YAML recipes and KEY=VALUE overrides for the commands configured by flags (gan, cgn, demo).
+
+    genint-fast cgn --config configs/cgn_default.yaml data=digits:wildlife out=cgn.pt
+    genint-fast demo --config configs/demo_cmnist.yaml seeds=3 --out out/cmnist
+
+A recipe is a YAML mapping from the command's flag names (`lr-g` or `lr_g`, without the dashes)
+to values; KEY=VALUE after the command sets one the same way. Both are turned into the flags they
+name before argparse reads the line, so the flag definitions stay the one place that says what a
+setting means, its type, choices and default: precedence is recipe < KEY=VALUE < flags, and a bad
+value gets the flag's own message. A true boolean switch (`no-resume: true`) gives the flag, a
+false one leaves it out. `train` has its own dataclass config with the same two forms.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+
+RECIPE_COMMANDS = ("gan", "cgn", "demo")
+_KEY = re.compile(r"^([A-Za-z][A-Za-z0-9_-]*)=(.*)$", re.S)
+
+
+def add_config_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="YAML", default=None,
+                   help="a recipe: YAML mapping of this command's flag names to values (e.g. "
+                        "configs/); KEY=VALUE after the command sets one too; flags given win")
+
+
+def _options(parser: argparse.ArgumentParser) -> dict:
+    """{dest: action} of the parser's --long options (not help, not --config)."""
+    out = {}
+    for a in parser._actions:   # argparse keeps no public list of a parser's actions
+        longs = [o for o in a.option_strings if o.startswith("--")]
+        if longs and a.dest not in ("help", "config"):
+            out[longs[0][2:].replace("-", "_")] = a
+    return out
+
+
+def _flag_tokens(key: str, value, options: dict, where: str) -> list:
+    name = key.replace("-", "_")
+    action = options.get(name)
+    if action is None:
+        known = ", ".join(sorted(k.replace("_", "-") for k in options))
+        raise ValueError(f"unknown key {key!r} in {where}; the keys are this command's flags: "
+                         f"{known}")
+    flag = next(o for o in action.option_strings if o.startswith("--"))
+    if action.nargs == 0:   # a switch (store_true and the like)
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low not in ("true", "false", "yes", "no", "1", "0"):
+                raise ValueError(f"{key} in {where} is a switch; give true or false, not "
+                                 f"{value!r}")
+            value = low in ("true", "yes", "1")
+        return [flag] if value else []
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        value = ",".join(str(v) for v in value)
+    return [f"{flag}={value}"]
+
+
+def _read_recipe(path: str) -> dict:
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no recipe at {p}; give a YAML file (see configs/)")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ValueError(f"recipe {p} is not valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {p} must hold a mapping of flag names to values")
+    return data
+
+
+def expand(parser: argparse.ArgumentParser, argv: list) -> list:
+    """argv with a recipe command's `--config YAML` and KEY=VALUE tokens turned into the flags
+    they name (recipe first, then KEY=VALUE, then the flags as given)."""
+    if not argv or argv[0] not in RECIPE_COMMANDS:
+        return argv
+    cmd, rest = argv[0], list(argv[1:])
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.choices[cmd]
+    if cmd == "cgn" and rest[:1] == ["import"]:
+        return argv
+    options = _options(p)
+    takes_value = {o for a in p._actions for o in a.option_strings if a.nargs != 0}
+    config, overrides, flags = None, [], []
+    i = 0
+    while i < len(rest):
+        tok = rest[i]
+        if tok == "--config" and i + 1 < len(rest):
+            config, i = rest[i + 1], i + 2
+            continue
+        if tok.startswith("--config="):
+            config, i = tok.split("=", 1)[1], i + 1
+            continue
+        m = _KEY.match(tok)
+        after_flag = i > 0 and rest[i - 1] in takes_value
+        if m and not after_flag:
+            overrides.append((m.group(1), m.group(2)))
+        else:
+            flags.append(tok)
+        i += 1
+    if config is None and not overrides:
+        return argv
+    merged = {}   # flag name -> (key as written, value, where): KEY=VALUE replaces the recipe's
+    if config is not None:
+        for key, value in _read_recipe(config).items():
+            merged[str(key).replace("-", "_")] = (str(key), value, f"recipe {config}")
+    for key, value in overrides:
+        merged[key.replace("-", "_")] = (key, value, "the command line")
+    tokens = []
+    for key, value, where in merged.values():
+        tokens += _flag_tokens(key, value, options, where)
+    return [cmd, *tokens, *flags]
