@@ -97,7 +97,8 @@ class DemoConfig:
     transfer_steps: tuple = (5, 15)
     transfer_features: str = "small:random"
     # CGN (genint_fast.cgn): mechanisms trained on the training split, cached in OUT/cgn.pt
-    cgn_steps: int = 3000
+    cgn_steps: int = 2000             # sized for the 20-minute demo (the preset and the
+                                      # README tables: 3000, --cgn-steps)
     cgn_batch_size: int = 32
     cgn_feature_net: str = "small"
     cgn_stream_batch_size: int = 64   # counterfactuals per classifier step
@@ -112,7 +113,7 @@ class DemoConfig:
     # truncations 0.5 and 1, interventional at the selected scale, the two controls)
     generated_only: int = 0
     generated_only_steps: int = 600
-    cgn_set: int = 6000               # counterfactuals in the fixed set, sized for the 20-minute
+    cgn_set: int = 4000               # counterfactuals in the fixed set, sized for the 20-minute
                                       # demo (README tables: 10000 or 20000, --cgn-set)
     cgn_epochs: float = 3.0           # (README tables: 5)
     cgn_resample: bool = False        # True: a fresh set every epoch
