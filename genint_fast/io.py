@@ -1,12 +1,12 @@
-"""File writing shared by every module that saves state (checkpoints, networks, weights)."""
+"""File reading and writing shared by every module that saves state (checkpoints, networks,
+weights) or reads a recipe. Torch is imported where a function needs it, so the torch-free
+configs (train, demo, the CLI's recipes) can read YAML through here."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import torch
-
-__all__ = ["save_atomic", "write_text_atomic", "load_state", "read_json"]
+__all__ = ["save_atomic", "write_text_atomic", "load_state", "read_json", "read_yaml_mapping"]
 
 
 def save_atomic(obj, path) -> Path:
@@ -14,6 +14,8 @@ def save_atomic(obj, path) -> Path:
 
     A kill at any moment leaves either the previous complete file or the new complete file under
     the final name, never a partial one (a stale `*.tmp<pid>` file may remain; it is ignored)."""
+    import torch
+
     return _write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
@@ -46,6 +48,8 @@ def load_state(path, fmt: str, what: str, *, missing: str | None = None, weights
     """torch.load a dict saved with a "format" entry and check it, with one clear sentence per
     failure: FileNotFoundError (no file; `missing` says how to make one), RuntimeError (not
     readable), ValueError (another kind of file)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no {what} at {path}" + (f"; {missing}" if missing else ""))
@@ -81,3 +85,23 @@ def read_json(path, what: str, shipped: str | None = None):
     except json.JSONDecodeError as e:
         raise ValueError(f"{where} is not valid JSON ({e.msg}, line {e.lineno}); fix or "
                          "replace it.") from None
+
+
+def read_yaml_mapping(path, what: str, hint: str = "") -> dict:
+    """The mapping in a YAML file (an empty file is {}). A missing file, invalid YAML or anything
+    but a mapping is one sentence naming `what` (e.g. "recipe"); `hint` follows a missing file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no {what} at {p}{'; ' + hint if hint else ''}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{what} {p} is not valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {p} must hold a mapping of keys to values")
+    return data

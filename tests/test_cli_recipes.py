@@ -48,6 +48,10 @@ def test_bad_recipes_are_one_sentence(tmp_path, capsys):
     assert "latent-dim" in err and len(err.splitlines()) == 1
     assert cli_main(["cgn", "--config", str(tmp_path / "none.yaml")]) == 2
     assert "no recipe at" in capsys.readouterr().err
+    (tmp_path / "broken.yaml").write_text("steps: [1, 2\n")
+    assert cli_main(["gan", "--config", str(tmp_path / "broken.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "recipe" in err and "is not valid YAML" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     assert cli_main(["demo", "--config", str(tmp_path / "list.yaml")]) == 2
     assert "must hold a mapping" in capsys.readouterr().err

@@ -58,26 +58,6 @@ def _flag_tokens(key: str, value, options: dict, where: str) -> list:
     return [f"{flag}={value}"]
 
 
-def _read_recipe(path: str) -> dict:
-    from pathlib import Path
-
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"no recipe at {p}; give a YAML file (see configs/)")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise ValueError(f"recipe {p} is not valid YAML ({first})") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"recipe {p} must hold a mapping of flag names to values")
-    return data
-
-
 def expand(parser: argparse.ArgumentParser, argv: list) -> list:
     """argv with a recipe command's `--config YAML` and KEY=VALUE tokens turned into the flags
     they name (recipe first, then KEY=VALUE, then the flags as given)."""
@@ -111,7 +91,10 @@ def expand(parser: argparse.ArgumentParser, argv: list) -> list:
         return argv
     merged = {}   # flag name -> (key as written, value, where): KEY=VALUE replaces the recipe's
     if config is not None:
-        for key, value in _read_recipe(config).items():
+        from ..io import read_yaml_mapping
+
+        recipe = read_yaml_mapping(config, "recipe", "give a YAML file (see configs/)")
+        for key, value in recipe.items():
             merged[str(key).replace("-", "_")] = (str(key), value, f"recipe {config}")
     for key, value in overrides:
         merged[key.replace("-", "_")] = (key, value, "the command line")

@@ -317,18 +317,13 @@ def load_config(path=None, overrides=()) -> TrainConfig:
     validate, and return the config."""
     raw: dict = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"no config file at {p}")
+        from ..io import read_yaml_mapping
+
         try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"invalid config: {p} is not valid YAML ({exc})") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"invalid config: {p} must hold a mapping of keys to values")
-        raw.update(_apply(loaded, str(p)))
+            loaded = read_yaml_mapping(path, "config file")
+        except ValueError as exc:
+            raise ValueError(f"invalid config: {exc}") from None
+        raw.update(_apply(loaded, str(path)))
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"invalid config: override {item!r} must look like key=value")

@@ -420,7 +420,7 @@ class Trainer:
 
             return refit_trainer(self)
         out = RunLog(self.out, rank=self.rank, tensorboard=cfg.tensorboard,
-                      progress=cfg.progress, steps=cfg.steps, start=self.step)
+                     progress=cfg.progress, steps=cfg.steps, start=self.step)
         real_producer = self._start_producers()
         row, meter = {}, Meter()
         try:
