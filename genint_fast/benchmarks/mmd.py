@@ -206,66 +206,77 @@ def _kernel_rows(kernel, x, y, gamma, device, repeat):
     return rows, t_o, t_e, t_c
 
 
-def run(device="cpu", quick=False):
-    device = torch.device(device)
-    repeat = 2 if quick else 5
-    rows = []
+def _gaussian_forward_rows(x, y, gamma, device, repeat):
+    """Gaussian forward only (no grad): ours against the eager and the inductor-compiled
+    materialised reference. Returns (rows, t_ours, t_best_reference)."""
+    n, c = x.shape[1], x.shape[2]
+    with torch.no_grad():
+        t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device,
+                       events=True, repeat=repeat)
+        t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device,
+                       events=True, repeat=repeat)
+        def ref_fwd(x, y):
+            return reference.mmd(x, y, "gaussian", gamma=gamma)
 
-    # Every kernel, forward+backward, against the eager and the compiled reference.
-    n = 1024 if quick else 4096
-    c = 128
-    x, y = gaussian_inputs(1, n, n, c, device)
-    gamma = reference.gaussian_default_gamma(y).item()  # y has batch 1: one bandwidth
-    for kernel in ("gaussian", "poly2", "linear", "bn"):
-        krows, t_o, t_e, t_c = _kernel_rows(kernel, x, y, gamma, device, repeat)
-        rows += krows
-        if kernel != "gaussian":
-            continue
-        best, which = (t_e, "eager") if t_e <= t_c else (t_c, "inductor-compiled")
-        label = krows[0].bench
-        rows.append(Row(label, f"best materialised reference ({which})", t_o, best,
-                        bar=2.0 if device.type == "cpu" else None))
+        comp_f, t_compile_f = _compile_timed(ref_fwd, lambda f: f(x, y), device)
+        t_cf = time_fn(lambda: comp_f(x, y), device=device, events=True, repeat=repeat)
+    fl = flops("gaussian", n, n, c, backward=False)
+    size = f"B=1 N=M={n} C={c} fp32"
+    best_f = min(t_rf, t_cf)
+    rows = [
+        Row(f"gaussian forward, {size}", "materialised reference", t_of, t_rf,
+            note=f"{_gflops(fl, t_of):.1f} vs {_gflops(fl, t_rf):.1f} GFLOP/s"),
+        Row(f"gaussian forward, {size}", "best materialised reference (eager or "
+            "inductor-compiled)", t_of, best_f,
+            bar=2.0 if device.type == "cuda" else None,
+            note=f"inductor {t_cf * 1e3:.3f} ms, compile {t_compile_f:.1f} s, "
+                 "not timed"),
+    ]
+    return rows, t_of, best_f
+
+
+def _tiled_forward_row(x, y, gamma, t_of, best_f, device, repeat):
+    """The register-tiled sum kernel (opt-in until timed on a GPU): same problem, same run."""
+    n, c = x.shape[1], x.shape[2]
+    with torch.no_grad():
+        want = mmd(x, y, "gaussian", gamma=gamma)
+    os.environ["GENINT_FAST_GAUSSIAN_KERNEL"] = "tiled"
+    try:
         with torch.no_grad():
-            t_of = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device,
+            torch.testing.assert_close(mmd(x, y, "gaussian", gamma=gamma), want,
+                                       rtol=1e-4, atol=1e-7)
+            t_tf = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device,
                            events=True, repeat=repeat)
-            t_rf = time_fn(lambda: reference.mmd(x, y, "gaussian", gamma=gamma), device=device,
-                           events=True, repeat=repeat)
-            def ref_fwd(x, y):
-                return reference.mmd(x, y, "gaussian", gamma=gamma)
+    finally:
+        del os.environ["GENINT_FAST_GAUSSIAN_KERNEL"]
+    fl = flops("gaussian", n, n, c, backward=False)
+    size = f"B=1 N=M={n} C={c} fp32"
+    return Row(f"gaussian forward, {size}, tiled kernel "
+               "(GENINT_FAST_GAUSSIAN_KERNEL=tiled)",
+               "best materialised reference (eager or inductor-compiled)", t_tf,
+               best_f, bar=2.0, note=f"{_gflops(fl, t_tf):.1f} GFLOP/s; default "
+                                     f"kernel {t_of * 1e3:.3f} ms")
 
-            comp_f, t_compile_f = _compile_timed(ref_fwd, lambda f: f(x, y), device)
-            t_cf = time_fn(lambda: comp_f(x, y), device=device, events=True, repeat=repeat)
-        fl = flops("gaussian", n, n, c, backward=False)
-        size = f"B=1 N=M={n} C={c} fp32"
-        rows.append(Row(f"gaussian forward, {size}", "materialised reference", t_of, t_rf,
-                        note=f"{_gflops(fl, t_of):.1f} vs {_gflops(fl, t_rf):.1f} GFLOP/s"))
-        best_f = min(t_rf, t_cf)
-        rows.append(Row(f"gaussian forward, {size}", "best materialised reference (eager or "
-                        "inductor-compiled)", t_of, best_f,
-                        bar=2.0 if device.type == "cuda" else None,
-                        note=f"inductor {t_cf * 1e3:.3f} ms, compile {t_compile_f:.1f} s, "
-                             "not timed"))
-        if device.type == "cuda":
-            # The register-tiled sum kernel (opt-in until timed on a GPU): same problem, same run.
-            with torch.no_grad():
-                want = mmd(x, y, "gaussian", gamma=gamma)
-            os.environ["GENINT_FAST_GAUSSIAN_KERNEL"] = "tiled"
-            try:
-                with torch.no_grad():
-                    torch.testing.assert_close(mmd(x, y, "gaussian", gamma=gamma), want,
-                                               rtol=1e-4, atol=1e-7)
-                    t_tf = time_fn(lambda: mmd(x, y, "gaussian", gamma=gamma), device=device,
-                                   events=True, repeat=repeat)
-            finally:
-                del os.environ["GENINT_FAST_GAUSSIAN_KERNEL"]
-            rows.append(Row(f"gaussian forward, {size}, tiled kernel "
-                            "(GENINT_FAST_GAUSSIAN_KERNEL=tiled)",
-                            "best materialised reference (eager or inductor-compiled)", t_tf,
-                            best_f, bar=2.0, note=f"{_gflops(fl, t_tf):.1f} GFLOP/s; default "
-                                                  f"kernel {t_of * 1e3:.3f} ms"))
-        rows += _keops_rows(x, y, gamma, t_o, label)
 
-    # poly2 (Gram) forward+backward against the plain-PyTorch Gram loss, eager and compiled.
+def _gaussian_rows(x, y, gamma, label, times, device, repeat):
+    """The Gaussian kernel's rows after its forward+backward pair: the best of the two
+    references, forward only (and the tiled kernel on CUDA), pykeops. times: (t_ours, t_eager,
+    t_compiled) of forward+backward."""
+    t_o, t_e, t_c = times
+    best, which = (t_e, "eager") if t_e <= t_c else (t_c, "inductor-compiled")
+    rows = [Row(label, f"best materialised reference ({which})", t_o, best,
+                bar=2.0 if device.type == "cpu" else None)]
+    fwd_rows, t_of, best_f = _gaussian_forward_rows(x, y, gamma, device, repeat)
+    rows += fwd_rows
+    if device.type == "cuda":
+        rows.append(_tiled_forward_row(x, y, gamma, t_of, best_f, device, repeat))
+    rows += _keops_rows(x, y, gamma, t_o, label)
+    return rows
+
+
+def _poly2_rows(device, quick, repeat):
+    """poly2 (Gram) forward+backward against the plain-PyTorch Gram loss, eager and compiled;
+    on CPU the note compares the peak resident memory of the two."""
     b, n2, c2 = (2, 1024, 256) if quick else (8, 4096, 256)
     g = torch.Generator().manual_seed(1)
     fx = torch.randn(b, c2, n2, generator=g).to(device).requires_grad_()
@@ -296,34 +307,64 @@ def run(device="cpu", quick=False):
         ok = "ok" if m_o <= m_p else "MORE"
         note += f"; peak extra RSS {m_o / 2**20:.0f} MiB vs plain {m_p / 2**20:.0f} MiB: {ok}"
     label = f"poly2 forward+backward, B={b} N={n2} C={c2} fp32"
-    rows.append(Row(label, "plain-PyTorch Gram (autograd)", t_o, t_p, bar=1.0, note=note))
-    rows.append(Row(label, "plain-PyTorch Gram, inductor-compiled", t_o, t_c,
-                    note=f"{_gflops(fl, t_o):.0f} vs {_gflops(fl, t_c):.0f} GFLOP/s; compile "
-                         f"{t_compile:.1f} s, not timed"))
+    return [
+        Row(label, "plain-PyTorch Gram (autograd)", t_o, t_p, bar=1.0, note=note),
+        Row(label, "plain-PyTorch Gram, inductor-compiled", t_o, t_c,
+            note=f"{_gflops(fl, t_o):.0f} vs {_gflops(fl, t_c):.0f} GFLOP/s; compile "
+                 f"{t_compile:.1f} s, not timed"),
+    ]
 
+
+def _memory_row(quick):
+    """CPU: peak extra resident memory of a large Gaussian forward+backward (bar <= 1 GB)."""
+    big = 16384 if quick else 65536
+    extra, secs = measure_peak("gaussian", (big, big, 64))
+    verdict = "ok" if extra <= 10**9 else "MISSED"
+    return Row(f"gaussian forward+backward memory, B=1 N=M={big} C=64",
+               "materialised reference", secs, math.nan,
+               note=f"peak extra RSS {extra / 2**20:.0f} MiB, bar <= 1 GB: {verdict}",
+               skipped="needs > 50 GB, not run")
+
+
+def _matmul_peak_row(device, repeat):
+    """CUDA: Gaussian forward against the attainable fp32 peak, a matmul with the same FLOP
+    count, timed in the same run."""
+    with torch.no_grad():
+        big = 16384
+        xb, yb = gaussian_inputs(1, big, big, 128, device)
+        t_g = time_fn(lambda: mmd(xb, yb, "gaussian", gamma=1e-3), device=device, events=True,
+                      repeat=repeat)
+        a = torch.randn(3 * big, 128, device=device)
+        bm = torch.randn(128, big, device=device)
+        prev = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = False
+        t_mm = time_fn(lambda: a @ bm, device=device, events=True, repeat=repeat)
+        torch.backends.cuda.matmul.allow_tf32 = prev
+    fl = flops("gaussian", big, big, 128, backward=False)
+    return Row(f"gaussian forward, N=M={big} C=128 fp32", "fp32 matmul, same FLOPs",
+               t_g, t_mm, note=f"{fl / t_g / 1e12:.1f} TFLOP/s vs matmul "
+                               f"{fl / t_mm / 1e12:.1f} TFLOP/s")
+
+
+def run(device="cpu", quick=False):
+    device = torch.device(device)
+    repeat = 2 if quick else 5
+    rows = []
+
+    # Every kernel, forward+backward, against the eager and the compiled reference.
+    n = 1024 if quick else 4096
+    c = 128
+    x, y = gaussian_inputs(1, n, n, c, device)
+    gamma = reference.gaussian_default_gamma(y).item()  # y has batch 1: one bandwidth
+    for kernel in ("gaussian", "poly2", "linear", "bn"):
+        krows, t_o, t_e, t_c = _kernel_rows(kernel, x, y, gamma, device, repeat)
+        rows += krows
+        if kernel == "gaussian":
+            rows += _gaussian_rows(x, y, gamma, krows[0].bench, (t_o, t_e, t_c), device, repeat)
+
+    rows += _poly2_rows(device, quick, repeat)
     if device.type == "cpu":
-        big = 16384 if quick else 65536
-        extra, secs = measure_peak("gaussian", (big, big, 64))
-        verdict = "ok" if extra <= 10**9 else "MISSED"
-        rows.append(Row(f"gaussian forward+backward memory, B=1 N=M={big} C=64",
-                        "materialised reference", secs, math.nan,
-                        note=f"peak extra RSS {extra / 2**20:.0f} MiB, bar <= 1 GB: {verdict}",
-                        skipped="needs > 50 GB, not run"))
+        rows.append(_memory_row(quick))
     else:
-        # Attainable fp32 peak: a matmul with the same FLOP count, timed in the same run.
-        with torch.no_grad():
-            big = 16384
-            xb, yb = gaussian_inputs(1, big, big, 128, device)
-            t_g = time_fn(lambda: mmd(xb, yb, "gaussian", gamma=1e-3), device=device, events=True,
-                          repeat=repeat)
-            a = torch.randn(3 * big, 128, device=device)
-            bm = torch.randn(128, big, device=device)
-            prev = torch.backends.cuda.matmul.allow_tf32
-            torch.backends.cuda.matmul.allow_tf32 = False
-            t_mm = time_fn(lambda: a @ bm, device=device, events=True, repeat=repeat)
-            torch.backends.cuda.matmul.allow_tf32 = prev
-        fl = flops("gaussian", big, big, 128, backward=False)
-        rows.append(Row(f"gaussian forward, N=M={big} C=128 fp32", "fp32 matmul, same FLOPs",
-                        t_g, t_mm, note=f"{fl / t_g / 1e12:.1f} TFLOP/s vs matmul "
-                                        f"{fl / t_mm / 1e12:.1f} TFLOP/s"))
+        rows.append(_matmul_peak_row(device, repeat))
     return rows
