@@ -172,6 +172,126 @@ def _check_data(images, labels, num_classes):
     return images, labels.long()
 
 
+def _resumable_model_config(state, model_config, tc, out) -> CGNConfig:
+    """The model config of a checkpoint to resume; ValueError when the checkpoint cannot be
+    resumed with these settings."""
+    if "D" not in state:
+        raise ValueError(f"{out} holds a generator only (an imported reference checkpoint) and "
+                         f"cannot be resumed; pass another --out to train afresh")
+    mc = CGNConfig(**state["model_config"])
+    if model_config is not None and model_config.to_dict() != mc.to_dict():
+        theirs, mine = mc.to_dict(), model_config.to_dict()
+        diff = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine[k]!r} now)"
+                         for k in sorted(mine) if mine[k] != theirs.get(k))
+        raise ValueError(f"cannot resume {out}: its model config differs in {diff}; pass "
+                         f"another --out to start afresh")
+    theirs = dict(state["train_config"])
+    mine = tc.to_dict()
+    diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every", "log_every")
+                  and mine[k] != theirs.get(k))
+    if diff:
+        raise ValueError(f"cannot resume {out}: its training settings differ in "
+                         f"{', '.join(diff)}; pass another --out to start afresh")
+    return mc
+
+
+@dataclass
+class _CGNParts:
+    G: SmallCGN
+    D: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rng: torch.Generator
+    G_ema: SmallCGN | None
+
+
+def _build_parts(mc, tc, device) -> _CGNParts:
+    """Models, optimisers and the generator of draws, in this order from the global RNG (the
+    caller seeds it)."""
+    G = SmallCGN(mc).to(device)
+    D = build_discriminator(mc).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
+    rng = torch.Generator(device=device).manual_seed(tc.seed)
+    G_ema = None
+    if tc.ema > 0:
+        G_ema = SmallCGN(mc).to(device)
+        G_ema.load_state_dict(G.state_dict())
+        G_ema.eval().requires_grad_(False)
+    return _CGNParts(G, D, opt_g, opt_d, rng, G_ema)
+
+
+def _restore_parts(p: _CGNParts, state, device) -> int:
+    """Load a checkpoint's weights, optimisers and RNG states into p; returns its step."""
+    p.G.load_state_dict(state["G"])
+    if p.G_ema is not None:
+        p.G_ema.load_state_dict(state["G_ema"])
+    p.D.load_state_dict(state["D"])
+    p.opt_g.load_state_dict(state["opt_g"])
+    p.opt_d.load_state_dict(state["opt_d"])
+    p.rng.set_state(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)  # dropout draws on the GPU
+    return int(state["step"])
+
+
+def _checkpoint_state(p: _CGNParts, mc, tc, step, fnet, device) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT, "model_config": mc.to_dict(),
+        "train_config": tc.to_dict(), "step": step, "G": p.G.state_dict(),
+        "D": p.D.state_dict(), "opt_g": p.opt_g.state_dict(), "opt_d": p.opt_d.state_dict(),
+        "rng": p.rng.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
+                     else None),
+        "feature_net": getattr(fnet, "name", "none"),
+        "G_ema": p.G_ema.state_dict() if p.G_ema is not None else None,
+    }
+
+
+def _train_step(p: _CGNParts, tc, num_classes, images, labels, fnet, layer_w, step) -> dict:
+    """One generator step, then one discriminator step, on a batch drawn from p.rng; returns
+    the losses and the mask mean."""
+    G, D, rng = p.G, p.D, p.rng
+    n, bs, device = images.shape[0], tc.batch_size, images.device
+    idx = torch.randint(n, (bs,), generator=rng, device=device)
+    real, y = images[idx], labels[idx]
+    u = G.sample_noise(bs, rng)
+    y_gen = torch.randint(num_classes, (bs,), generator=rng, device=device)
+    def noisy(x):
+        if tc.d_noise == 0:
+            return x
+        return x + tc.d_noise * torch.randn(x.shape, generator=rng, device=device)
+
+    # generator step
+    o = G(u, y_gen, rng)
+    g_adv = F.mse_loss(D(noisy(o.image), y_gen), torch.ones(bs, device=device))
+    g_mask = mask_entropy(o.mask)
+    g_style = (_style_loss(fnet, layer_w, (o.image + 1) / 2, (real + 1) / 2)
+               if fnet is not None else o.image.new_zeros(()))
+    g_loss = g_adv + tc.lambda_mask * g_mask + tc.style_scale * g_style
+    p.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    p.opt_g.step()
+    if p.G_ema is not None:   # the decay warms up, so the first weights fade fast
+        _ema_update(p.G_ema, G, min(tc.ema, (1.0 + step) / (10.0 + step)))
+    # discriminator step
+    fake = o.image.detach()
+    d_loss = 0.5 * (F.mse_loss(D(noisy(real), y), torch.ones(bs, device=device))
+                    + F.mse_loss(D(noisy(fake), y_gen), torch.zeros(bs, device=device)))
+    p.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    p.opt_d.step()
+    return {"d": d_loss.item(), "g_adv": g_adv.item(), "mask_entropy": g_mask.item(),
+            "style": float(g_style.detach()), "mask_mean": o.mask.mean().item()}
+
+
+def _log_step(log, step, steps, losses, per):
+    log(f"cgn step {step}/{steps}  d {losses['d']:.3f}  g {losses['g_adv']:.3f}  "
+        f"mask H {losses['mask_entropy']:.3f} mean {losses['mask_mean']:.2f}  "
+        f"style {losses['style']:.2e}  {per:.3f} s/step")
+
+
 def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
               train_config: CGNTrainConfig | None = None, resume=True, device="cpu",
               log=print) -> dict:
@@ -181,24 +301,8 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
     device = torch.device(device)
     out = Path(out)
     state = read_cgn_checkpoint(out) if (resume and out.is_file()) else None
-    if state is not None and "D" not in state:
-        raise ValueError(f"{out} holds a generator only (an imported reference checkpoint) and "
-                         f"cannot be resumed; pass another --out to train afresh")
     if state is not None:
-        mc = CGNConfig(**state["model_config"])
-        if model_config is not None and model_config.to_dict() != mc.to_dict():
-            theirs, mine = mc.to_dict(), model_config.to_dict()
-            diff = ", ".join(f"{k} ({theirs.get(k)!r} there, {mine[k]!r} now)"
-                             for k in sorted(mine) if mine[k] != theirs.get(k))
-            raise ValueError(f"cannot resume {out}: its model config differs in {diff}; pass "
-                             f"another --out to start afresh")
-        theirs = dict(state["train_config"])
-        mine = tc.to_dict()
-        diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every", "log_every")
-                      and mine[k] != theirs.get(k))
-        if diff:
-            raise ValueError(f"cannot resume {out}: its training settings differ in "
-                             f"{', '.join(diff)}; pass another --out to start afresh")
+        mc = _resumable_model_config(state, model_config, tc, out)
     else:
         mc = model_config or CGNConfig(num_classes=int(torch.as_tensor(labels).max()) + 1)
     images, labels = _check_data(images, labels, mc.num_classes)
@@ -208,92 +312,27 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(tc.seed)  # the seed fixes the initial weights and the dropout draws
-        G = SmallCGN(mc).to(device)
-        D = build_discriminator(mc).to(device)
-        opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
-        opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
-        rng = torch.Generator(device=device).manual_seed(tc.seed)
-        G_ema = None
-        if tc.ema > 0:
-            G_ema = SmallCGN(mc).to(device)
-            G_ema.load_state_dict(G.state_dict())
-            G_ema.eval().requires_grad_(False)
+        parts = _build_parts(mc, tc, device)
         step = 0
         if state is not None:
-            G.load_state_dict(state["G"])
-            if G_ema is not None:
-                G_ema.load_state_dict(state["G_ema"])
-            D.load_state_dict(state["D"])
-            opt_g.load_state_dict(state["opt_g"])
-            opt_d.load_state_dict(state["opt_d"])
-            rng.set_state(state["rng"])
-            torch.set_rng_state(state["torch_rng"])
-            if device.type == "cuda" and state.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(state["cuda_rng"], device)  # dropout draws on the GPU
-            step = int(state["step"])
+            step = _restore_parts(parts, state, device)
             log(f"resumed {out} at step {step}")
         start = step
-
-        def checkpoint():
-            save_atomic({
-                "format": CHECKPOINT_FORMAT, "model_config": mc.to_dict(),
-                "train_config": tc.to_dict(), "step": step, "G": G.state_dict(),
-                "D": D.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": (torch.cuda.get_rng_state(device) if device.type == "cuda"
-                             else None),
-                "feature_net": getattr(fnet, "name", "none"),
-                "G_ema": G_ema.state_dict() if G_ema is not None else None,
-            }, out)
-
-        n = images.shape[0]
-        bs = tc.batch_size
         t0 = time.perf_counter()
         losses = {}
-        G.train()
-        D.train()
+        parts.G.train()
+        parts.D.train()
         while step < tc.steps:
-            idx = torch.randint(n, (bs,), generator=rng, device=device)
-            real, y = images[idx], labels[idx]
-            u = G.sample_noise(bs, rng)
-            y_gen = torch.randint(mc.num_classes, (bs,), generator=rng, device=device)
-            def noisy(x):
-                if tc.d_noise == 0:
-                    return x
-                return x + tc.d_noise * torch.randn(x.shape, generator=rng, device=device)
-
-            # generator step
-            o = G(u, y_gen, rng)
-            g_adv = F.mse_loss(D(noisy(o.image), y_gen), torch.ones(bs, device=device))
-            g_mask = mask_entropy(o.mask)
-            g_style = (_style_loss(fnet, layer_w, (o.image + 1) / 2, (real + 1) / 2)
-                       if fnet is not None else o.image.new_zeros(()))
-            g_loss = g_adv + tc.lambda_mask * g_mask + tc.style_scale * g_style
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            opt_g.step()
-            if G_ema is not None:   # the decay warms up, so the first weights fade fast
-                _ema_update(G_ema, G, min(tc.ema, (1.0 + step) / (10.0 + step)))
-            # discriminator step
-            fake = o.image.detach()
-            d_loss = 0.5 * (F.mse_loss(D(noisy(real), y), torch.ones(bs, device=device))
-                            + F.mse_loss(D(noisy(fake), y_gen), torch.zeros(bs, device=device)))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
+            losses = _train_step(parts, tc, mc.num_classes, images, labels, fnet, layer_w, step)
             step += 1
-            losses = {"d": d_loss.item(), "g_adv": g_adv.item(), "mask_entropy": g_mask.item(),
-                      "style": float(g_style.detach()), "mask_mean": o.mask.mean().item()}
             if not all(math.isfinite(v) for v in losses.values()):
                 raise RuntimeError(f"CGN training diverged at step {step} (losses {losses}); "
                                    f"lower the learning rates")
             if tc.log_every and (step % tc.log_every == 0 or step == tc.steps):
-                per = (time.perf_counter() - t0) / max(step - start, 1)
-                log(f"cgn step {step}/{tc.steps}  d {losses['d']:.3f}  g {losses['g_adv']:.3f}  "
-                    f"mask H {losses['mask_entropy']:.3f} mean {losses['mask_mean']:.2f}  "
-                    f"style {losses['style']:.2e}  {per:.3f} s/step")
+                _log_step(log, step, tc.steps, losses,
+                          (time.perf_counter() - t0) / max(step - start, 1))
             if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-                checkpoint()
-        checkpoint()
+                save_atomic(_checkpoint_state(parts, mc, tc, step, fnet, device), out)
+        save_atomic(_checkpoint_state(parts, mc, tc, step, fnet, device), out)
     return {"steps": step, **losses, "seconds": time.perf_counter() - t0,
             "feature_net": getattr(fnet, "name", "none"), "checkpoint": str(out)}
