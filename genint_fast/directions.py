@@ -216,10 +216,71 @@ def discover_sampled(generator: ConditionalGenerator, k=80, n_samples=100_000, *
                                  progress=progress)
 
 
+def _fit_incremental(batches, k):
+    """IncrementalPCA over two passes of batches(): fit, then transform. Returns (pca, Z,
+    coords)."""
+    from sklearn.decomposition import IncrementalPCA
+
+    # IncrementalPCA does one SVD of (k + b) x H per batch of b rows: cost per row is
+    # about (k + b)^2 / b, smallest near b = k; we feed it chunks of max(2k, 256) rows
+    # (fewer calls where k is small: each call has a fixed overhead).
+    chunk = max(2 * k, 256)
+    pca = IncrementalPCA(n_components=k)
+    zs, buf, held = [], [], 0
+    for z, acts in batches():
+        zs.append(z)
+        buf.append(acts)
+        held += acts.shape[0]
+        if held >= 2 * chunk:
+            block = np.concatenate(buf)
+            start = 0
+            while held - start >= 2 * chunk:  # leave >= chunk rows for the end
+                pca.partial_fit(block[start:start + chunk])
+                start += chunk
+            buf, held = [block[start:].copy()], held - start
+    if held:
+        pca.partial_fit(np.concatenate(buf))  # the rest: >= chunk rows, or all N >= k
+    Z = np.concatenate(zs)
+    coords = np.concatenate([pca.transform(acts) for _, acts in batches()])
+    return pca, Z, coords
+
+
+def _fit_in_memory(batches, k, seed):
+    """PCA of all activations held at once. Returns (pca, Z, coords)."""
+    from sklearn.decomposition import PCA
+
+    zs, acts_all = zip(*batches())
+    Z, X = np.concatenate(zs), np.concatenate(acts_all)
+    pca = PCA(n_components=k, svd_solver="auto", random_state=int(seed)).fit(X)
+    return pca, Z, pca.transform(X)
+
+
+def _regressed_directions(pca, Z, coords, meta) -> Directions:
+    """Least squares z ~ coords (both centred): coefficient matrix B (k, D); u_j its
+    normalised rows."""
+    A = torch.from_numpy(coords).double()
+    Zt = torch.from_numpy(Z).double()
+    mu = Zt.mean(0)
+    B = torch.linalg.lstsq(A - A.mean(0), Zt - mu).solution
+    norms = B.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    u = B / norms
+    sigma = torch.from_numpy(np.sqrt(pca.explained_variance_)).double()
+    return Directions(
+        u=u.float().contiguous(),
+        sigma=sigma.float(),
+        mu=mu.float(),
+        components=torch.from_numpy(pca.components_).float().contiguous(),
+        act_mean=torch.from_numpy(pca.mean_).float(),
+        meta=meta,
+        # Moving coordinate j by one sigma_j moves z by sigma_j * B_j (regression of z on the
+        # coordinates); latent_sd_j: the spread of the sampled latents along u_j.
+        step=(sigma * norms[:, 0]).float(),
+        latent_sd=((Zt - mu) @ u.T).std(dim=0).float(),
+    )
+
+
 def _discover_sampled(generator, k, n_samples, *, truncation, class_id, batch_size, seed,
                       incremental, max_memory_bytes, progress):
-    from sklearn.decomposition import PCA, IncrementalPCA
-
     t = check_truncation(truncation)
     n = int(n_samples)
     if n < 2:
@@ -253,54 +314,12 @@ def _discover_sampled(generator, k, n_samples, *, truncation, class_id, batch_si
     if incremental is None:
         incremental = n * H * 4 > max_memory_bytes
     if incremental:
-        # IncrementalPCA does one SVD of (k + b) x H per batch of b rows: cost per row is
-        # about (k + b)^2 / b, smallest near b = k; we feed it chunks of max(2k, 256) rows
-        # (fewer calls where k is small: each call has a fixed overhead).
-        chunk = max(2 * k, 256)
-        pca = IncrementalPCA(n_components=k)
-        zs, buf, held = [], [], 0
-        for z, acts in batches():
-            zs.append(z)
-            buf.append(acts)
-            held += acts.shape[0]
-            if held >= 2 * chunk:
-                block = np.concatenate(buf)
-                start = 0
-                while held - start >= 2 * chunk:  # leave >= chunk rows for the end
-                    pca.partial_fit(block[start:start + chunk])
-                    start += chunk
-                buf, held = [block[start:].copy()], held - start
-        if held:
-            pca.partial_fit(np.concatenate(buf))  # the rest: >= chunk rows, or all N >= k
-        Z = np.concatenate(zs)
-        coords = np.concatenate([pca.transform(acts) for _, acts in batches()])
+        pca, Z, coords = _fit_incremental(batches, k)
     else:
-        zs, acts_all = zip(*batches())
-        Z, X = np.concatenate(zs), np.concatenate(acts_all)
-        pca = PCA(n_components=k, svd_solver="auto", random_state=int(seed)).fit(X)
-        coords = pca.transform(X)
-        del X
-    # Least squares z ~ coords (both centred): coefficient matrix B (k, D).
-    A = torch.from_numpy(coords).double()
-    Zt = torch.from_numpy(Z).double()
-    mu = Zt.mean(0)
-    B = torch.linalg.lstsq(A - A.mean(0), Zt - mu).solution
-    norms = B.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    u = B / norms
-    sigma = torch.from_numpy(np.sqrt(pca.explained_variance_)).double()
-    return Directions(
-        u=u.float().contiguous(),
-        sigma=sigma.float(),
-        mu=mu.float(),
-        components=torch.from_numpy(pca.components_).float().contiguous(),
-        act_mean=torch.from_numpy(pca.mean_).float(),
-        meta=_meta(generator, k=k, n_samples=n, method="incremental-pca" if incremental else "pca",
-                   seed=int(seed), truncation=t, class_id=class_id),
-        # Moving coordinate j by one sigma_j moves z by sigma_j * B_j (regression of z on the
-        # coordinates); latent_sd_j: the spread of the sampled latents along u_j.
-        step=(sigma * norms[:, 0]).float(),
-        latent_sd=((Zt - mu) @ u.T).std(dim=0).float(),
-    )
+        pca, Z, coords = _fit_in_memory(batches, k, seed)
+    meta = _meta(generator, k=k, n_samples=n, method="incremental-pca" if incremental else "pca",
+                 seed=int(seed), truncation=t, class_id=class_id)
+    return _regressed_directions(pca, Z, coords, meta)
 
 
 def discover(generator, k=80, *, method="auto", **kwargs) -> Directions:
