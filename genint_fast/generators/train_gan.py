@@ -121,6 +121,73 @@ def load_small_generator(path, *, device="cpu", ema=True) -> SmallGenerator:
     return gen.to(device).eval()
 
 
+@dataclass
+class _GANParts:
+    G: SmallGenerator
+    D: ProjectionDiscriminator
+    ema: AveragedModel
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    rng: torch.Generator
+
+
+def _build_parts(mc, tc, device) -> _GANParts:
+    with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights too
+        torch.manual_seed(tc.seed)
+        G = SmallGenerator(mc).to(device)
+        D = ProjectionDiscriminator(mc).to(device)
+    ema = AveragedModel(G, multi_avg_fn=_ema_with_warmup(tc.ema_decay), use_buffers=True)
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
+    rng = torch.Generator(device=device).manual_seed(tc.seed)
+    return _GANParts(G, D, ema, opt_g, opt_d, rng)
+
+
+def _restore_parts(p: _GANParts, state) -> int:
+    """Load a checkpoint's models, EMA, optimisers and RNG state into p; returns its step."""
+    p.G.load_state_dict(state["G"])
+    p.D.load_state_dict(state["D"])
+    p.ema.load_state_dict(state["ema"])
+    p.opt_g.load_state_dict(state["opt_g"])
+    p.opt_d.load_state_dict(state["opt_d"])
+    p.rng.set_state(state["rng"])
+    return int(state["step"])
+
+
+def _checkpoint_state(p: _GANParts, mc, tc, step) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT, "model_config": mc.to_dict(),
+        "train_config": dict(tc.__dict__, betas=list(tc.betas)), "step": step,
+        "G": p.G.state_dict(), "D": p.D.state_dict(), "ema": p.ema.state_dict(),
+        "G_ema": p.ema.module.state_dict(), "opt_g": p.opt_g.state_dict(),
+        "opt_d": p.opt_d.state_dict(), "rng": p.rng.get_state(),
+    }
+
+
+def _train_step(p: _GANParts, tc, num_classes, images, labels) -> dict:
+    """One discriminator step, then one generator step and the EMA update, on a batch drawn
+    from p.rng; returns the two losses."""
+    G, D, rng, device = p.G, p.D, p.rng, images.device
+    idx = torch.randint(images.shape[0], (tc.batch_size,), generator=rng, device=device)
+    real, y = images[idx], labels[idx]
+    z = G.sample_latents(tc.batch_size, 1.0, generator=rng)
+    y_fake = torch.randint(num_classes, (tc.batch_size,), generator=rng, device=device)
+    # discriminator
+    with torch.no_grad():
+        fake = G(z, y_fake)
+    d_loss = _d_loss(tc.loss, D(real, y), D(fake, y_fake))
+    p.opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    p.opt_d.step()
+    # generator
+    g_loss = _g_loss(tc.loss, D(G(z, y_fake), y_fake))
+    p.opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    p.opt_g.step()
+    p.ema.update_parameters(G)
+    return {"d": d_loss.item(), "g": g_loss.item()}
+
+
 def train_gan(images, labels, out, *, model_config: SmallGANConfig | None = None,
               train_config: GANTrainConfig | None = None, resume=True, device="cpu",
               log=print) -> dict:
@@ -142,67 +209,27 @@ def train_gan(images, labels, out, *, model_config: SmallGANConfig | None = None
     images, labels = _check_data(images, labels, mc.num_classes)
     images, labels = images.to(device, torch.float32), labels.to(device)
 
-    with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights too
-        torch.manual_seed(tc.seed)
-        G = SmallGenerator(mc).to(device)
-        D = ProjectionDiscriminator(mc).to(device)
-    ema = AveragedModel(G, multi_avg_fn=_ema_with_warmup(tc.ema_decay), use_buffers=True)
-    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
-    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
-    rng = torch.Generator(device=device).manual_seed(tc.seed)
+    parts = _build_parts(mc, tc, device)
     step = 0
     if state is not None:
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        ema.load_state_dict(state["ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        rng.set_state(state["rng"])
-        step = int(state["step"])
+        step = _restore_parts(parts, state)
         log(f"resumed {out} at step {step}")
-
-    def checkpoint():
-        save_checkpoint(out, {
-            "format": CHECKPOINT_FORMAT, "model_config": mc.to_dict(),
-            "train_config": dict(tc.__dict__, betas=list(tc.betas)), "step": step,
-            "G": G.state_dict(), "D": D.state_dict(), "ema": ema.state_dict(),
-            "G_ema": ema.module.state_dict(), "opt_g": opt_g.state_dict(),
-            "opt_d": opt_d.state_dict(), "rng": rng.get_state(),
-        })
-
-    n = images.shape[0]
+    start = step
     t0 = time.perf_counter()
     losses = {"d": float("nan"), "g": float("nan")}
-    G.train()
-    D.train()
+    parts.G.train()
+    parts.D.train()
     while step < tc.steps:
-        idx = torch.randint(n, (tc.batch_size,), generator=rng, device=device)
-        real, y = images[idx], labels[idx]
-        z = G.sample_latents(tc.batch_size, 1.0, generator=rng)
-        y_fake = torch.randint(mc.num_classes, (tc.batch_size,), generator=rng, device=device)
-        # discriminator
-        with torch.no_grad():
-            fake = G(z, y_fake)
-        d_loss = _d_loss(tc.loss, D(real, y), D(fake, y_fake))
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        # generator
-        g_loss = _g_loss(tc.loss, D(G(z, y_fake), y_fake))
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
-        ema.update_parameters(G)
+        losses = _train_step(parts, tc, mc.num_classes, images, labels)
         step += 1
-        losses = {"d": d_loss.item(), "g": g_loss.item()}
         if not all(math.isfinite(v) for v in losses.values()):
             raise RuntimeError(f"GAN training diverged at step {step} (losses {losses}); "
                                f"lower the learning rates")
         if tc.log_every and step % tc.log_every == 0:
             log(f"step {step}/{tc.steps}  loss_d {losses['d']:.4f}  loss_g {losses['g']:.4f}  "
-                f"{(time.perf_counter() - t0) / max(step - (state or {}).get('step', 0), 1):.2f} s/step")
+                f"{(time.perf_counter() - t0) / max(step - start, 1):.2f} s/step")
         if tc.checkpoint_every and step % tc.checkpoint_every == 0:
-            checkpoint()
-    checkpoint()
+            save_checkpoint(out, _checkpoint_state(parts, mc, tc, step))
+    save_checkpoint(out, _checkpoint_state(parts, mc, tc, step))
     return {"steps": step, "loss_d": losses["d"], "loss_g": losses["g"],
             "seconds": time.perf_counter() - t0, "checkpoint": str(out)}
