@@ -19,6 +19,7 @@ BENCHMARKS = {
     "transfer": "genint_fast.benchmarks.transfer",
     "train": "genint_fast.benchmarks.train",
     "pipeline": "genint_fast.benchmarks.pipeline",
+    "corruptions": "genint_fast.benchmarks.corruptions",
 }
 
 
