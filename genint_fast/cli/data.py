@@ -7,15 +7,8 @@ from __future__ import annotations
 
 import time
 
-# genint_fast.data.digits' VARIANTS, SPLITS, DEFAULT_SIZES, SIZE, DEFAULT_RHO and SHAPE_SOURCES,
-# copied so that --help does not import torch; tests/test_startup.py checks that they are equal.
-VARIANTS = ("colored", "double-colored", "wildlife", "cmnist", "hue")
-SPLITS = ("train", "test-id", "test-ood", "val", "val-ood")
-EXPORT_SPLITS = SPLITS[:4]
-DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000, "val-ood": 2000}
-SIZE = 32
-DEFAULT_RHO = 1.0
-SHAPE_SOURCES = ("mnist", "sklearn")
+from ..data.benchmark import (DEFAULT_RHO, DEFAULT_SIZES, EXPORT_SPLITS, SHAPE_SOURCES, SIZE,
+                              SPLITS, VARIANTS)
 
 
 def register(sub) -> None:
@@ -52,7 +45,7 @@ def register(sub) -> None:
 
 
 def export_main(args) -> int:
-    from ..data.digits import export_biased_digits
+    from ..data.export import export_biased_digits
 
     t0 = time.perf_counter()
     sizes = {s: getattr(args, f"n_{s.replace('-', '_')}") for s in args.splits}

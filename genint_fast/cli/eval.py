@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from ..data.sources import source_help
+
 PROTOCOLS = ("accuracy", "corruptions", "objectnet", "backgrounds", "shape-bias", "gradcam")
 HEAD_CHOICES = ("mean", "shape", "texture", "background")
 
@@ -36,8 +38,8 @@ def _common(p, *, images=True):
                        help="built-in split: train, val, test-id or test-ood (default test-ood: "
                             "rho = 0)")
         p.add_argument("--data", default=None, metavar="SOURCE",
-                       help="digits:<variant>[:RHO] (built in), folder:DIR or a bare DIR "
-                            "(default: the first checkpoint's training data)")
+                       help=source_help("test splits") + "; default: the first "
+                       "checkpoint's training data")
         p.add_argument("--n", type=int, default=None,
                        help="images of the built-in split (default: all)")
         p.add_argument("--folder", default=None, metavar="DIR",

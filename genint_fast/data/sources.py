@@ -13,7 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Source", "parse_source"]
+from .benchmark import DEFAULT_RHO, VARIANTS, canonical_variant
+
+__all__ = ["Source", "parse_source", "source_help"]
+
+
+def source_help(split: str, folder: str = "class sub-folders") -> str:
+    """The --help text of a data-source flag: the accepted forms, which built-in split the
+    command reads and what it expects of a folder."""
+    return (f"digits:<{'|'.join(VARIANTS)}>[:RHO] (built-in biased digits, {split}), "
+            f"folder:DIR or a bare DIR ({folder})")
 
 
 @dataclass(frozen=True)
@@ -34,8 +43,6 @@ class Source:
 def parse_source(spec, *, flag: str = "--data", must_exist: bool = True) -> Source:
     """Parse a data-source string (see the module docstring); every error is one sentence
     naming `flag` and the accepted forms. must_exist: refuse a folder that does not exist."""
-    from .digits import DEFAULT_RHO, VARIANTS, canonical_variant
-
     forms = f"digits:<{'|'.join(VARIANTS)}>[:RHO], folder:DIR or a folder DIR"
     text = str(spec).strip()
     if not text:
