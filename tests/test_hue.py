@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from genint_fast.data.digits import HUE_SD, hue_bin, hue_to_rgb, make_biased_digits
-from genint_fast.eval.nuisance import hue_measures, read_hue
+from genint_fast.diagnostics.nuisance import hue_measures, read_hue
 
 
 def _dev(h, y):

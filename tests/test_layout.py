@@ -45,6 +45,12 @@ def test_classifier_is_a_leaf():
     assert {f: i for f, i in bad.items() if i} == {}
 
 
+def test_diagnostics_stay_below_the_classifier_protocols_and_training():
+    bad = {f: i & {"train", "eval", "demo", "cli"}
+           for f, i in _package_imports("diagnostics").items()}
+    assert {f: i for f, i in bad.items() if i} == {}
+
+
 def test_data_does_not_import_the_layers_above_it():
     bad = {f: i & {"train", "eval", "demo", "cli", "classifier"}
            for f, i in _package_imports("data").items()}
@@ -82,3 +88,25 @@ def test_the_trainer_reads_the_mode_table_not_mode_names():
     assert set(GENERATOR_MODES) == {"gan-aug", "genint", "genint-transfer"}
     assert set(TRANSFER_MODES) == {"stylized", "genint-transfer"}
     assert [m for m, s in MODE_STREAMS.items() if s.real is None] == ["cgn"]
+
+
+def test_moved_diagnostics_and_digit_modules_keep_their_old_names():
+    import genint_fast.diagnostics.correlation as correlation
+    import genint_fast.diagnostics.nuisance as nuisance
+    import genint_fast.diagnostics.shape as shape
+    import genint_fast.eval.correlation as old_correlation
+    import genint_fast.eval.nuisance as old_nuisance
+    import genint_fast.eval.shape as old_shape
+    from genint_fast.data import digits, export, shapes
+
+    assert (old_nuisance, old_shape, old_correlation) == (nuisance, shape, correlation)
+    assert digits.save_image_folder is export.save_image_folder
+    assert digits.export_biased_digits is export.export_biased_digits
+    assert digits._digit_masks is shapes.digit_masks
+    assert digits.foreground_share is shapes.foreground_share and digits.SIZE == shapes.SIZE
+    try:
+        digits.no_such_name
+    except AttributeError as exc:
+        assert "no_such_name" in str(exc)
+    else:
+        raise AssertionError("an unknown name must raise AttributeError")

@@ -157,7 +157,7 @@ def _run_stages(cfg: DemoConfig, out: Path, train, tests, corrupted, pool, t_sta
 
 def _write_report(results: dict, out: Path, log) -> None:
     """results.json, results.md, accuracy.png and the tables on the log."""
-    from ..eval.nuisance import format_measures_table
+    from ..diagnostics.nuisance import format_measures_table
 
     (out / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
     _write_markdown(results, out / "results.md")

@@ -253,7 +253,7 @@ def _cgn_settings(results: dict) -> str:
 
 def _gan_sections(results: dict) -> list:
     """The report's GenInt part: what the interventions do and how its settings were chosen."""
-    from ..eval.nuisance import format_measures_table
+    from ..diagnostics.nuisance import format_measures_table
 
     c = results["config"]
     return [

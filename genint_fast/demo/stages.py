@@ -75,7 +75,7 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
     from ..cgn import (counterfactual_sheet, decomposition_warnings, load_cgn, mask_statistics,
                       train_cgn)
     from ..cgn.presets import preset_configs
-    from ..data.digits import foreground_share
+    from ..data.shapes import foreground_share
 
     t0 = time.perf_counter()
     if cfg.cgn_checkpoint:
@@ -98,7 +98,7 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
     summary["warnings"] = decomposition_warnings(summary["mask"], foreground_share())
     for w in summary["warnings"]:
         log(f"  WARNING: the decomposition failed: {w}")
-    from ..eval.shape import cached_shape_reader, shape_consistency
+    from ..diagnostics.shape import cached_shape_reader, shape_consistency
 
     reader, reader_acc = cached_shape_reader(out / "shape_reader.pt", cfg.shape_reader_steps,
                                              seed=cfg.data_seed, log=log)
@@ -144,7 +144,7 @@ def _select_scale(cfg: DemoConfig, gen, directions, log) -> dict:
     split (drawn from the training distribution) among cfg.scale_candidates; the test splits are
     not read. Scale 0 (observational samples) is scored for reference, not chosen."""
     from ..data.digits import make_biased_digits
-    from ..eval.correlation import bound_features, causal_bound_score, median_bandwidth
+    from ..diagnostics.correlation import bound_features, causal_bound_score, median_bandwidth
     from ..intervene import ObservationalSampler, draw_images
 
     val = make_biased_digits(cfg.variant, "val", cfg.rho, seed=cfg.data_seed,
@@ -169,10 +169,10 @@ def _select_scale(cfg: DemoConfig, gen, directions, log) -> dict:
 
 
 def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) -> dict:
-    """Nuisance-label agreement and class consistency (genint_fast.eval.nuisance) of the
+    """Nuisance-label agreement and class consistency (genint_fast.diagnostics.nuisance) of the
     training images, the GAN's observational samples (gan-aug's truncation too), the selected
     interventions and the two controls."""
-    from ..eval.nuisance import cached_readers, hue_reference, measure_images
+    from ..diagnostics.nuisance import cached_readers, hue_reference, measure_images
     from ..intervene import ObservationalSampler, draw_images
 
     kw = dict(class_steps=60, nuisance_steps=40, n=600) if cfg.quick else {}

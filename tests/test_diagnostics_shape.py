@@ -1,10 +1,10 @@
-"""Shape consistency of CGN masks (genint_fast.eval.shape): the reader and the measure."""
+"""Shape consistency of CGN masks (genint_fast.diagnostics.shape): the reader and the measure."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from genint_fast.eval.shape import digit_shapes, shape_consistency, train_shape_reader
+from genint_fast.diagnostics.shape import digit_shapes, shape_consistency, train_shape_reader
 
 
 @pytest.fixture(scope="module")

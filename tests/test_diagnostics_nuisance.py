@@ -1,4 +1,4 @@
-"""What interventions do, measured (genint_fast.eval.nuisance, genint_fast.eval.correlation):
+"""What interventions do, measured (genint_fast.diagnostics.nuisance, genint_fast.diagnostics.correlation):
 agreement and consistency on hand-made images with known colours; the correlation score and the
 causal-bound score on constructed data where the answer is known."""
 import numpy as np
@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from genint_fast.data.digits import STROKE_PALETTE, make_biased_digits
-from genint_fast.eval.correlation import (bound_features, causal_bound_score, correlation_score,
+from genint_fast.diagnostics.correlation import (bound_features, causal_bound_score, correlation_score,
                                           median_bandwidth)
-from genint_fast.eval.nuisance import (agreement, consistency, load_readers, measure_images,
+from genint_fast.diagnostics.nuisance import (agreement, consistency, load_readers, measure_images,
                                        save_readers, train_readers)
-from genint_fast.eval.shape import digit_shapes
+from genint_fast.diagnostics.shape import digit_shapes
 
 
 @pytest.fixture(scope="module")

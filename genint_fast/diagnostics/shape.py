@@ -1,0 +1,102 @@
+"""Shape consistency of CGN counterfactuals: does the shape mechanism draw the asked class?
+
+A shape-only reader (a small CNN trained on colour-free digit masks from the benchmark's train
+pool, never used to train any classifier) reads the mask of each counterfactual; the share read as
+the asked shape class is the mechanism's class consistency. A counterfactual-trained classifier can
+only learn real shapes as well as this reader recognises the CGN's shapes as their classes, so the
+number explains a CGN result that falls short.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "cached_shape_reader",
+           "shape_consistency"]
+
+
+def digit_shapes(split="train", n=4000, seed=0, shapes="mnist"):
+    """(N, 3, 32, 32) colour-free digit masks in [0, 1] (white strokes on black, placed like the
+    benchmark places them) and labels, from the benchmark's train or test shape pool."""
+    from ..data.shapes import digit_masks, place_masks, shape_pools
+
+    _, targets = digit_masks(shapes)
+    pool = shape_pools(seed, shapes)["train" if split == "train" else "test"]
+    rng = np.random.Generator(np.random.PCG64([seed, 0x5A4E]))
+    src = pool[rng.integers(0, pool.size, n)]
+    out = place_masks(src, rng, shapes)
+    x = torch.from_numpy(np.ascontiguousarray(out))[:, None].expand(-1, 3, -1, -1).contiguous()
+    return x, torch.from_numpy(targets[src])
+
+
+def fit_reader(x, y, steps, batch_size=64, seed=0, shift=0):
+    """A measuring net: a SmallCNN(10) fitted to images x in [0, 1] and labels y with Adam
+    (lr 3e-3), seeded; shift > 0 rolls each batch by up to +-shift pixels so the net does not
+    depend on where the digit sits. Returned in eval()."""
+    from ..classifier.models import SmallCNN
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = SmallCNN(10)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(int(steps)):
+        idx = torch.randint(x.shape[0], (batch_size,), generator=g)
+        xb = x[idx]
+        if shift:
+            dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=g))
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+        loss = F.cross_entropy(net((xb - 0.5) / 0.5), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def train_shape_reader(steps=300, batch_size=64, seed=0):
+    """A SmallCNN trained on colour-free train-pool digits; returns (reader in eval(), its
+    top-1 on colour-free test-pool digits)."""
+    x, y = digit_shapes("train", seed=seed)
+    xt, yt = digit_shapes("test", n=1000, seed=seed)
+    reader = fit_reader(x, y, steps, batch_size, seed)
+    with torch.no_grad():
+        acc = (reader((xt - 0.5) / 0.5).argmax(1) == yt).float().mean().item()
+    return reader, acc
+
+
+def cached_shape_reader(path, steps=1500, seed=0, log=None):
+    """train_shape_reader, cached in `path` (keyed by steps and seed): (reader, its accuracy)."""
+    from pathlib import Path
+
+    from ..io import save_atomic
+
+    path = Path(path)
+    if path.is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("steps") == steps and blob.get("seed") == seed:
+            from ..classifier.models import SmallCNN
+
+            reader = SmallCNN(10)
+            reader.load_state_dict(blob["state"])
+            return reader.eval(), float(blob["accuracy"])
+    if log:
+        log(f"  training the shape reader ({steps} steps) -> {path}")
+    reader, acc = train_shape_reader(steps=steps, seed=seed)
+    save_atomic({"state": reader.state_dict(), "accuracy": acc, "steps": steps, "seed": seed},
+                path)
+    return reader, acc
+
+
+@torch.no_grad()
+def shape_consistency(cgn, reader, n=1000, seed=0, digit_to_class=None) -> float:
+    """Share of CGN masks (uniformly drawn classes) that `reader` reads as their class;
+    `digit_to_class` maps the reader's digit to the CGN's class where they differ (cmnist)."""
+    g = torch.Generator(device=cgn.device).manual_seed(seed)
+    y = torch.randint(cgn.num_classes, (n,), generator=g, device=cgn.device)
+    m = cgn.eval().mask(cgn.sample_noise(n, g), y).expand(-1, 3, -1, -1).cpu()
+    read = reader((m - 0.5) / 0.5).argmax(1)
+    if digit_to_class is not None:
+        read = digit_to_class(read)
+    return (read == y.cpu()).float().mean().item()
