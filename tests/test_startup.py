@@ -107,13 +107,18 @@ def test_unknown_attribute_is_an_attribute_error():
         genint_fast.nope  # noqa: B018
 
 
-# --------------------------------------------------- the CLI's copies of library constants
+# ------------------------------------------ the CLI reads the library's constants, no copies
 
-def test_cli_generator_specs_equal_the_library():
+def test_cli_generator_specs_are_the_library_s():
+    from genint_fast import gan_config, generator_spec
     from genint_fast.cli import gen
-    from genint_fast.generators import GENERATOR_SPECS
+    from genint_fast.generators import (GENERATOR_SPECS, GANTrainConfig, SmallGANConfig,
+                                        load_generator, train_gan)
 
-    assert gen.GENERATOR_SPECS == GENERATOR_SPECS
+    assert gen.GENERATOR_SPECS is GENERATOR_SPECS
+    assert load_generator is generator_spec.load_generator and callable(train_gan)
+    assert GANTrainConfig is gan_config.GANTrainConfig
+    assert SmallGANConfig is gan_config.SmallGANConfig
 
 
 def test_cli_dtypes_are_torch_dtypes():
@@ -124,16 +129,30 @@ def test_cli_dtypes_are_torch_dtypes():
     assert [gen._dtype(n) for n in gen.DTYPES] == [torch.float32, torch.bfloat16, torch.float16]
 
 
-def test_cli_digits_constants_equal_the_library():
+def test_cli_digits_constants_are_the_library_s():
     from genint_fast.cli import data as cli_data
     from genint_fast.data import digits
 
-    assert cli_data.VARIANTS == digits.VARIANTS
-    assert cli_data.SPLITS == digits.SPLITS
-    assert cli_data.DEFAULT_SIZES == digits.DEFAULT_SIZES
-    assert cli_data.SIZE == digits.SIZE
-    assert cli_data.DEFAULT_RHO == digits.DEFAULT_RHO
-    assert cli_data.SHAPE_SOURCES == digits.SHAPE_SOURCES
+    for name in ("VARIANTS", "SPLITS", "EXPORT_SPLITS", "DEFAULT_SIZES", "SIZE", "DEFAULT_RHO",
+                 "SHAPE_SOURCES"):
+        assert getattr(cli_data, name) is getattr(digits, name), name
+
+
+def test_source_help_names_every_variant():
+    from genint_fast.data.benchmark import VARIANTS
+    from genint_fast.data.sources import source_help
+
+    text = source_help("train split")
+    assert all(v in text for v in VARIANTS) and "folder:DIR" in text and "train split" in text
+
+
+def test_constant_modules_import_without_torch():
+    code = ("import sys; import genint_fast.data.benchmark, genint_fast.data.sources, "
+            "genint_fast.generator_spec, genint_fast.gan_config, genint_fast.config_fields, "
+            "genint_fast.data; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
 
 
 def test_cli_demo_reads_the_library_config():

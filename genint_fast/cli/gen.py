@@ -7,21 +7,20 @@ import json
 import sys
 from pathlib import Path
 
-from .recipes import add_config_flag
+from ..data.sources import source_help
+from ..gan_config import GANTrainConfig, SmallGANConfig
+from ..generator_spec import GENERATOR_SPECS
+from .recipes import add_config_flag, add_field_flags, field_values
 
 # Only light imports here: `genint-fast --help` must not import torch. The heavy ones happen
 # inside the command functions.
 
 DTYPES = ("float32", "bfloat16", "float16")
 
-# genint_fast.generators.GENERATOR_SPECS, copied so that --help does not import the generators
-# (torch, pytorch-pretrained-biggan, scipy); tests/test_startup.py checks that they are equal.
-GENERATOR_SPECS = (
-    "biggan-deep-128 | biggan-deep-256 | biggan-deep-512 (package cache or --cache-dir), "
-    "a folder with config.json + pytorch_model.bin, a `genint-fast gan` checkpoint file, "
-    "random:<biggan-deep-128|...|tiny>[:SEED] (random warmed-up BigGAN), "
-    "random:small32[:SEED] (untrained small GAN)"
-)
+# the GAN settings `genint-fast gan` takes as flags (fields of its configs)
+_GAN_TRAIN = ("steps", "batch_size", "lr_g", "lr_d", "loss", "ema_decay", "checkpoint_every",
+              "log_every", "seed")
+_GAN_MODEL = ("ch", "latent_dim")
 
 
 def _dtype(name):
@@ -39,21 +38,10 @@ def register(sub) -> None:
 def _register_gan(sub) -> None:
     p = sub.add_parser("gan", help="train the small class-conditional 32x32 GAN")
     p.add_argument("--data", required=True, metavar="SOURCE",
-                   help="digits:<colored|double-colored|wildlife|cmnist>[:RHO] (built-in biased "
-                        "digits, train split) or an image folder (class sub-folders, resized "
-                        "to 32x32)")
+                   help=source_help("train split", "class sub-folders, resized to 32x32"))
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file (resumed if present)")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr-g", type=float, default=2e-4)
-    p.add_argument("--lr-d", type=float, default=2e-4)
-    p.add_argument("--loss", choices=["hinge", "lsgan"], default="hinge")
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--ch", type=int, default=24, help="base width of G and D (default 24)")
-    p.add_argument("--latent-dim", type=int, default=64)
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    add_field_flags(p, GANTrainConfig, _GAN_TRAIN)
+    add_field_flags(p, SmallGANConfig, _GAN_MODEL)
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out exists")
     p.add_argument("--samples", metavar="PNG", help="also write a grid of EMA samples")
     add_config_flag(p)
@@ -187,17 +175,14 @@ def gan_main(args) -> int:
     _not_a_folder("--samples", args.samples, "a .png file name")
     import torch
 
-    from ..generators import GANTrainConfig, SmallGANConfig, load_small_generator, train_gan
+    from ..generators import load_small_generator, train_gan
     from ..intervene import save_grid
 
     device = _setup(args)
     images, labels, classes = load_training_data(args.data)
     _log(f"training data: {images.shape[0]} images, {len(classes)} classes")
-    mc = SmallGANConfig(num_classes=len(classes), latent_dim=args.latent_dim, ch=args.ch)
-    tc = GANTrainConfig(steps=args.steps, batch_size=args.batch_size, lr_g=args.lr_g,
-                        lr_d=args.lr_d, loss=args.loss, ema_decay=args.ema_decay,
-                        checkpoint_every=args.checkpoint_every, log_every=args.log_every,
-                        seed=args.seed)
+    mc = SmallGANConfig(num_classes=len(classes), **field_values(args, _GAN_MODEL))
+    tc = GANTrainConfig(**field_values(args, _GAN_TRAIN))
     summary = train_gan(images, labels, args.out, model_config=mc, train_config=tc,
                         resume=not args.no_resume, device=device, log=_log)
     _log(json.dumps(summary))

@@ -1,4 +1,9 @@
-"""YAML recipes and KEY=VALUE overrides for the commands configured by flags (gan, cgn, demo).
+"""How a command's settings reach it: flags made from config fields, YAML recipes and
+KEY=VALUE overrides (gan, cgn, demo; `train` reads its TrainConfig keys the same two ways).
+
+`add_field_flags` turns fields of a config dataclass (`genint_fast.config_fields.key`: default,
+help, choices) into flags, so a default and its meaning are written once, in the config;
+`field_values` reads them back for the config's constructor.
 
     genint-fast cgn --config configs/cgn_default.yaml data=digits:wildlife out=cgn.pt
     genint-fast demo --config configs/demo_cmnist.yaml seeds=3 --out out/cmnist
@@ -13,6 +18,7 @@ false one leaves it out. `train` has its own dataclass config with the same two 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 
 RECIPE_COMMANDS = ("gan", "cgn", "demo")
@@ -23,6 +29,31 @@ def add_config_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="YAML", default=None,
                    help="a recipe: YAML mapping of this command's flag names to values (e.g. "
                         "configs/); KEY=VALUE after the command sets one too; flags given win")
+
+
+def add_field_flags(p, cls, names) -> None:
+    """A --flag for each named field of config dataclass `cls`: its type, default, choices and
+    help (with the default appended) come from the field."""
+    from ..config_fields import field_default
+
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in names:
+        f = fields[name]
+        default = field_default(f)
+        kw = {"dest": name, "default": default,
+              "help": f"{f.metadata['help']} (default {default})"}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if isinstance(default, bool):
+            raise TypeError(f"{cls.__name__}.{name}: a switch needs its own flag")
+        if default is not None:
+            kw["type"] = type(default)
+        p.add_argument("--" + name.replace("_", "-"), **kw)
+
+
+def field_values(args: argparse.Namespace, names) -> dict:
+    """{name: value} of the parsed flags that `add_field_flags` made."""
+    return {n: getattr(args, n) for n in names}
 
 
 def _options(parser: argparse.ArgumentParser) -> dict:

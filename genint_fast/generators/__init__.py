@@ -1,15 +1,17 @@
 """Generators: the conditional-generator interface, BigGAN-deep (pytorch-pretrained-biggan),
-tiny random BigGANs for tests, and a small class-conditional 32x32 GAN with its trainer."""
+tiny random BigGANs for tests, and a small class-conditional 32x32 GAN with its trainer. The
+generator-spec grammar (`genint_fast.generator_spec`) and the small GAN's settings
+(`genint_fast.gan_config`) are torch-free modules outside this package, re-exported here."""
 from __future__ import annotations
 
-from pathlib import Path
-
+from ..gan_config import GANTrainConfig, SmallGANConfig
+from ..generator_spec import GENERATOR_SPECS, load_generator
 from .base import ConditionalGenerator, layer_fingerprint, truncated_latents
 from .biggan import (PRETRAINED_NAMES, TINY_CONFIGS, BigGANGenerator, KeyReport, load_biggan,
                      random_biggan, resolve_biggan_files, save_biggan_folder, tiny_biggan,
                      warm_up)
-from .small import ProjectionDiscriminator, SmallGANConfig, SmallGenerator
-from .train_gan import GANTrainConfig, load_small_generator, train_gan
+from .small import ProjectionDiscriminator, SmallGenerator
+from .train_gan import load_small_generator, train_gan
 
 __all__ = [
     "ConditionalGenerator", "truncated_latents", "layer_fingerprint", "BigGANGenerator",
@@ -18,38 +20,3 @@ __all__ = [
     "SmallGenerator", "ProjectionDiscriminator", "GANTrainConfig", "train_gan",
     "load_small_generator", "load_generator", "GENERATOR_SPECS",
 ]
-
-GENERATOR_SPECS = (
-    "biggan-deep-128 | biggan-deep-256 | biggan-deep-512 (package cache or --cache-dir), "
-    "a folder with config.json + pytorch_model.bin, a `genint-fast gan` checkpoint file, "
-    "random:<biggan-deep-128|...|tiny>[:SEED] (random warmed-up BigGAN), "
-    "random:small32[:SEED] (untrained small GAN)"
-)
-
-
-def load_generator(spec, *, device="cpu", cache_dir=None, strict=True) -> ConditionalGenerator:
-    """Build a ConditionalGenerator from a string spec (see GENERATOR_SPECS), in eval()."""
-    spec = str(spec)
-    if spec.startswith("random:"):
-        parts = spec.split(":")
-        arch = parts[1] if len(parts) > 1 else ""
-        try:
-            seed = int(parts[2]) if len(parts) > 2 else 0
-        except ValueError:
-            raise ValueError(f"bad seed in generator spec {spec!r}") from None
-        if arch == "small32":
-            import torch
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                gen = SmallGenerator(generator_id=f"random:small32:seed={seed}")
-            return gen.to(device).eval()
-        return random_biggan(arch, seed=seed, device=device)
-    if spec in PRETRAINED_NAMES:
-        return load_biggan(spec, cache_dir=cache_dir, device=device, strict=strict)
-    path = Path(spec)
-    if path.is_dir():
-        return load_biggan(path, device=device, strict=strict)
-    if path.is_file():
-        return load_small_generator(path, device=device)
-    raise FileNotFoundError(f"generator {spec!r} is not a known name, folder or checkpoint; "
-                            f"use one of: {GENERATOR_SPECS}")

@@ -9,37 +9,15 @@ D(x, y) = w . phi(x) + embed(y) . phi(x).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from .base import ConditionalGenerator, check_truncation, probe_linear_z_block
+from ..gan_config import SmallGANConfig
 
 __all__ = ["SmallGANConfig", "SmallGenerator", "ProjectionDiscriminator"]
-
-
-@dataclass
-class SmallGANConfig:
-    num_classes: int = 10
-    latent_dim: int = 64
-    embed_dim: int = 32
-    ch: int = 24          # base width: G runs 4ch -> 4ch -> 2ch -> ch, D the reverse
-    image_size: int = 32  # fixed by the three up-sampling blocks from 4x4
-    class_bn: bool = True  # class-conditional batch norm in every block (BigGAN); False: the
-                           # class enters through gen_z only, like the latent
-
-    def __post_init__(self):
-        if self.image_size != 32:
-            raise ValueError(f"the small GAN makes 32x32 images, got image_size={self.image_size}")
-        for name in ("num_classes", "latent_dim", "embed_dim", "ch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"small GAN config: {name} must be >= 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ConditionalBatchNorm(nn.Module):

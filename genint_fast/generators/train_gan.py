@@ -17,35 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from ..gan_config import GANTrainConfig, SmallGANConfig
 from ..io import load_state, save_atomic
-from .small import ProjectionDiscriminator, SmallGANConfig, SmallGenerator
+from .small import ProjectionDiscriminator, SmallGenerator
 
 __all__ = ["GANTrainConfig", "train_gan", "load_small_generator", "save_checkpoint",
            "read_gan_checkpoint"]
 
 CHECKPOINT_FORMAT = "genint_fast.small_gan.v1"
-
-
-@dataclass
-class GANTrainConfig:
-    steps: int = 2000
-    batch_size: int = 32
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple = (0.0, 0.999)
-    loss: str = "hinge"          # "hinge" or "lsgan"
-    ema_decay: float = 0.999
-    checkpoint_every: int = 200
-    log_every: int = 50
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.loss not in ("hinge", "lsgan"):
-            raise ValueError(f'loss must be "hinge" or "lsgan", got {self.loss!r}')
-        if self.steps < 0 or self.batch_size < 1:
-            raise ValueError("steps must be >= 0 and batch_size >= 1")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
 def _ema_with_warmup(decay):

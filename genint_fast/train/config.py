@@ -8,13 +8,15 @@ torch (the CLI builds its help from it)."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ..classifier.normalise import NORMALIZATIONS
 from ..classifier.normalise import resolve_normalize as _resolve_normalize
+from ..config_fields import field_default
+from ..config_fields import key as _key
 
 __all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MODES", "MODELS",
            "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES",
@@ -73,13 +75,6 @@ _AMP = ("none", "bf16", "fp16")
 BIGGAN_NAMES = ("biggan-deep-128", "biggan-deep-256", "biggan-deep-512")
 RANDOM_GENERATORS = BIGGAN_NAMES + ("tiny", "small32")
 _BIGGAN_FILES = ("config.json", "pytorch_model.bin")
-
-
-def _key(default, help: str, **kw):
-    """A config field: its default and its one line of meaning (shown by `train --help`)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
 
 
 @dataclass
@@ -277,10 +272,6 @@ def _yaml_text(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {_yaml_text(v)}" for k, v in value.items()) + "}"
     return str(value)
-
-
-def field_default(f: dataclasses.Field):
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def config_help() -> str:
