@@ -110,3 +110,10 @@ def test_moved_diagnostics_and_digit_modules_keep_their_old_names():
         assert "no_such_name" in str(exc)
     else:
         raise AssertionError("an unknown name must raise AttributeError")
+
+
+def test_the_large_cgn_trainer_keeps_its_old_import_path():
+    from genint_fast.cgn import large, large_train
+
+    for name in large._MOVED:
+        assert getattr(large, name) is getattr(large_train, name), name

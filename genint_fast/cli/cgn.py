@@ -430,7 +430,7 @@ def _large_config(args, state):
     reference's defaults; flags given on the command line override either."""
     from dataclasses import asdict
 
-    from ..cgn.large import LargeCGNTrainConfig
+    from ..cgn.large_train import LargeCGNTrainConfig
 
     base = dict(state["extra"]["train_config"]) if state is not None else {}
     base.update({field: getattr(args, attr) for attr, field in _LARGE_TRAIN_FLAGS
@@ -451,7 +451,7 @@ def large_main(args) -> int:
     _check_large_files(args)
     import torch
 
-    from ..cgn.large import load_large_cgn, read_large_cgn_checkpoint, train_large_cgn
+    from ..cgn.large_train import load_large_cgn, read_large_cgn_checkpoint, train_large_cgn
 
     if args.threads:
         torch.set_num_threads(args.threads)
