@@ -5,18 +5,15 @@ package itself (an optional test-only dependency with OpenCV: it is skipped wher
 missing). Install both with
     pip install --no-deps imagecorruptions==1.1.2 opencv-python-headless
 """
-import contextlib
 import functools
-import importlib.util
 import os
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from genint_fast.benchmarks.corruptions import import_shims
 from genint_fast.eval import corruption_ops as K
 from genint_fast.eval import corruptions as C
 from genint_fast.eval.corruptions import (CORRUPTIONS, SEVERITIES, corrupt, corrupt_image,
@@ -181,44 +178,12 @@ def test_bad_input():
 # 2. equality with the imagecorruptions 1.1.2 package (optional, test-only)
 # ------------------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _import_shims():
-    """Let `import imagecorruptions` work on today's stack without touching its code, for the
-    duration of the import only: a stand-in `pkg_resources` (just resource_filename, resolved
-    relative to the package directory) and `scipy.ndimage.interpolation` aliased to
-    scipy.ndimage, each only where it is missing."""
-    added = []
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("pkg_resources")
-
-        def resource_filename(package, relative):
-            spec = importlib.util.find_spec(package)
-            return os.path.normpath(os.path.join(os.path.dirname(spec.origin), relative))
-
-        stub.resource_filename = resource_filename
-        sys.modules["pkg_resources"] = stub
-        added.append("pkg_resources")
-    import scipy.ndimage
-    try:
-        import scipy.ndimage.interpolation  # noqa: F401
-    except ImportError:
-        sys.modules["scipy.ndimage.interpolation"] = scipy.ndimage
-        added.append("scipy.ndimage.interpolation")
-    try:
-        yield
-    finally:
-        for name in added:
-            sys.modules.pop(name, None)
-
-
 @pytest.fixture(scope="module")
 def lib():
     cv2 = pytest.importorskip("cv2", reason="comparison with imagecorruptions needs OpenCV "
                                             "(pip install opencv-python-headless)")
     cv2.setNumThreads(1)
-    with _import_shims():
+    with import_shims():
         ic = pytest.importorskip("imagecorruptions", reason="optional comparison library "
                                  "(pip install --no-deps imagecorruptions==1.1.2)")
     import imagecorruptions.corruptions as icc

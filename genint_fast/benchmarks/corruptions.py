@@ -68,10 +68,10 @@ def photos(n: int, size: int) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------- the baseline
 @contextlib.contextmanager
-def _import_shims():
+def import_shims():
     """For the import only: a stand-in `pkg_resources` (resource_filename relative to the
     package directory) and `scipy.ndimage.interpolation` aliased to scipy.ndimage, each only
-    where it is missing (as tests/test_eval_corruptions.py imports the package)."""
+    where it is missing (tests/test_eval_corruptions.py imports the package with it too)."""
     added = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # pkg_resources' own deprecation warning
@@ -109,7 +109,7 @@ def load_baseline():
         raise ImportError(f"OpenCV is not installed ({INSTALL})") from exc
     cv2.setNumThreads(torch.get_num_threads())
     try:
-        with _import_shims(), warnings.catch_warnings():
+        with import_shims(), warnings.catch_warnings():
             warnings.simplefilter("ignore")   # its deprecated scipy.ndimage.interpolation import
             import imagecorruptions
             import imagecorruptions.corruptions as icc
