@@ -3,9 +3,10 @@ loader. Nothing heavy is imported until a generator is loaded, so `genint-fast -
 GENERATOR_SPECS from here; `genint_fast.generators` re-exports both."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-__all__ = ["GENERATOR_SPECS", "load_generator"]
+__all__ = ["GENERATOR_SPECS", "load_generator", "check_truncation"]
 
 GENERATOR_SPECS = (
     "biggan-deep-128 | biggan-deep-256 | biggan-deep-512 (package cache or --cache-dir), "
@@ -13,6 +14,14 @@ GENERATOR_SPECS = (
     "random:<biggan-deep-128|...|tiny>[:SEED] (random warmed-up BigGAN), "
     "random:small32[:SEED] (untrained small GAN)"
 )
+
+
+def check_truncation(truncation) -> float:
+    """The truncation t of BigGAN's latent noise as a float; refused outside (0, 1]."""
+    t = float(truncation)
+    if not (0.0 < t <= 1.0) or math.isnan(t):
+        raise ValueError(f"truncation must be in (0, 1], got {truncation}")
+    return t
 
 
 def load_generator(spec, *, device="cpu", cache_dir=None, strict=True):

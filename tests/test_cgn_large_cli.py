@@ -42,7 +42,7 @@ def _parse(argv):
 
 def test_recipe_holds_the_reference_imagenet_settings():
     """The facts of the reference's imagenet/train_cgn.py and imagenet/config.py (CGN.md)."""
-    from genint_fast.cli.cgn import _large_config
+    from genint_fast.cli.cgn_large import _large_config
 
     args = _parse(["cgn", "--config", str(RECIPE)])
     assert args.large and args.biggan == "biggan-deep-256" and args.feature_net == "vgg16"
@@ -83,7 +83,7 @@ def test_recipe_expands_into_flags_of_the_command_and_key_value_wins():
     args = parser.parse_args(argv)
     assert args.steps == 7 and args.lambda_texture == "0,1,2,3"
     assert args.lambda_perceptual == "4,4,4,4"
-    from genint_fast.cli.cgn import _check_large_flags, _large_config
+    from genint_fast.cli.cgn_large import _check_large_flags, _large_config
 
     _check_large_flags(args)                      # every value the recipe sets is valid
     tc = _large_config(args, None)
@@ -92,7 +92,7 @@ def test_recipe_expands_into_flags_of_the_command_and_key_value_wins():
 
 
 def test_resume_keeps_the_checkpoint_settings_unless_a_flag_is_given():
-    from genint_fast.cli.cgn import _large_config
+    from genint_fast.cli.cgn_large import _large_config
 
     saved = _large_config(_parse(["cgn", "--large", "--out", "x.pt", "--accumulate", "3",
                                   "--lambda-l1", "7", "--steps", "5"]), None)

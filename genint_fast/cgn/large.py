@@ -50,13 +50,13 @@ the reference's settings).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cgn_config import LargeCGNLossConfig  # torch-free settings
 from ..generators.base import check_truncation, truncated_latents
 from ..generators.biggan import BigGANGenerator
 from ..ops.mmd import style_loss
@@ -68,42 +68,6 @@ __all__ = ["LargeCGN", "LargeCGNLossConfig", "large_cgn_losses", "texture_image"
 CHECKPOINT_FORMAT = "genint_fast.large_cgn.v1"
 MECHANISMS = ("f_shape", "f_text", "f_bg")
 MASK_CLAMP = (1e-4, 0.9999)
-
-
-@dataclass
-class LargeCGNLossConfig:
-    """Weights of the large-image CGN losses (reference values, imagenet/config.py)."""
-
-    l1: float = 100.0
-    perceptual: tuple = (4.0, 4.0, 4.0, 4.0)    # one per feature layer (paper: 5)
-    binary: float = 300.0
-    mask: float = 500.0
-    mask_interval: tuple = (0.1, 0.9)
-    texture: tuple = (0.0, 5.0, 5.0, 0.0)       # one per feature layer
-    background: float = 2000.0
-    texture_patch: int = 15
-    texture_grid: int = 6
-    texture_candidates: int = 100
-    texture_work_size: int = 128                # None: work at the image size
-    texture_source: str = "mask"                # "mask" (reference) or "saliency" (of x_gt)
-    gram_kernel: str = "poly2"
-
-    def __post_init__(self):
-        self.perceptual = tuple(float(w) for w in self.perceptual)
-        self.texture = tuple(float(w) for w in self.texture)
-        self.mask_interval = tuple(float(v) for v in self.mask_interval)
-        if self.texture_source not in ("mask", "saliency"):
-            raise ValueError(f"texture_source must be 'mask' or 'saliency', got "
-                             f"{self.texture_source!r}")
-        if len(self.mask_interval) != 2 or not self.mask_interval[0] <= self.mask_interval[1]:
-            raise ValueError(f"mask_interval must be (low, high), got {self.mask_interval}")
-        if self.texture_patch < 1 or self.texture_grid < 1 or self.texture_candidates < 1:
-            raise ValueError("texture_patch, texture_grid and texture_candidates must be >= 1")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LargeCGNLossConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 # ----------------------------------------------------------------------------------- model

@@ -6,16 +6,17 @@ files. `genint-fast cgn --large` runs it."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..cgn_config import LargeCGNLossConfig, LargeCGNTrainConfig  # torch-free settings
 from ..generators.base import check_truncation
 from ..generators.biggan import BigGANGenerator, KeyReport
 from ..io import load_state, save_atomic
-from .large import (CHECKPOINT_FORMAT, MECHANISMS, LargeCGN, LargeCGNLossConfig, _freeze, _labels,
+from .large import (CHECKPOINT_FORMAT, MECHANISMS, LargeCGN, _freeze, _labels,
                     large_cgn_losses)
 from .u2net import load_u2net
 
@@ -88,54 +89,6 @@ class LargeCGNTrainer:
         self.steps = int(state["steps"])
         self.updates = int(state["updates"])
         self.pending = int(state.get("pending", 0))
-
-
-@dataclass
-class LargeCGNTrainConfig:
-    """Settings of a training run (train_large_cgn, `genint-fast cgn --large`). The defaults are
-    the reference's ImageNet run (imagenet/train_cgn.py, imagenet/config.py): 300 optimiser
-    updates of 4000 accumulated batches of one image, Adam (betas 0.9 / 0.999) per mechanism,
-    truncation 1.0, the loss weights of LargeCGNLossConfig. checkpoint_every and log_every count
-    optimiser updates (0: at the end only / silent)."""
-
-    updates: int = 300
-    accumulate: int = 4000
-    batch_size: int = 1
-    lr_shape: float = 8e-6
-    lr_texture: float = 3e-5
-    lr_background: float = 1e-5
-    betas: tuple = (0.9, 0.999)
-    truncation: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 1
-    log_every: int = 1
-    loss: LargeCGNLossConfig = field(default_factory=LargeCGNLossConfig)
-
-    def __post_init__(self):
-        if isinstance(self.loss, dict):
-            self.loss = LargeCGNLossConfig.from_dict(self.loss)
-        self.betas = tuple(float(b) for b in self.betas)
-        for name in ("updates", "accumulate", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"large CGN training: {name} must be >= 1, got "
-                                 f"{getattr(self, name)}")
-        for name in ("lr_shape", "lr_texture", "lr_background"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"large CGN training: {name} must be > 0, got "
-                                 f"{getattr(self, name)}")
-        for name in ("checkpoint_every", "log_every"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"large CGN training: {name} must be >= 0, got "
-                                 f"{getattr(self, name)}")
-        self.truncation = check_truncation(self.truncation)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LargeCGNTrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def train_large_cgn(cgn: LargeCGN, features: nn.Module, out, config=None, *, resume_from=None,

@@ -15,64 +15,18 @@ net with the label as a fourth input plane (textures).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cgn_config import CGNConfig  # the settings live torch-free
+
 __all__ = ["CGNConfig", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator", "shuffle_texture",
            "composite", "build_discriminator", "MASK_MIN", "MASK_MAX", "CGNOutput"]
 
 MASK_MIN, MASK_MAX = 1e-4, 0.9999
-DISCRIMINATORS = ("mlp", "mlp-projection", "conv", "projection")
-
-
-@dataclass
-class CGNConfig:
-    num_classes: int = 10
-    noise_dim: int = 32
-    embed_dim: int = 10
-    ch: int = 32              # width of the first feature map (8x8); the reference uses 64
-    image_size: int = 32      # fixed by the two up-sampling steps from 8x8
-    init: str = "orthogonal"  # orthogonal | normal
-    init_gain: float = 0.1    # reference: 0.1 colored, 0.2 double-colored, normal 0.03 textures
-    disc: str = "mlp"         # mlp (reference: colour variants) | mlp-projection (the same MLP,
-                              # label by projection) | conv (reference: textures) | projection
-                              # (the small GAN's residual projection D)
-    out_batchnorm: bool = False  # the reference's BatchNorm before the textures' tanh (see README)
-    d_spectral_norm: bool = True  # spectral norm on D's layers (not in the reference; see README)
-
-    def __post_init__(self):
-        if self.image_size != 32:
-            raise ValueError(f"the small CGN makes 32x32 images, got image_size={self.image_size}")
-        for name in ("num_classes", "noise_dim", "embed_dim", "ch"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"CGN config: {name} must be >= 1, got {getattr(self, name)}")
-        if self.init not in ("orthogonal", "normal"):
-            raise ValueError(f'CGN config: init must be "orthogonal" or "normal", got {self.init!r}')
-        if self.disc not in DISCRIMINATORS:
-            raise ValueError(f"CGN config: disc must be one of {', '.join(DISCRIMINATORS)}, got "
-                             f"{self.disc!r}")
-        if not self.init_gain > 0:
-            raise ValueError(f"CGN config: init_gain must be > 0, got {self.init_gain}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def for_variant(cls, variant: str, **overrides) -> "CGNConfig":
-        """The reference's per-dataset initialisation; the MLP discriminator for every variant
-        (the one validated at our CPU budget; the reference used a conv D for textures, which
-        disc="conv" gives)."""
-        base = {"colored": dict(init="orthogonal", init_gain=0.1),
-                "double-colored": dict(init="orthogonal", init_gain=0.2),
-                "wildlife": dict(init="normal", init_gain=0.03)}.get(
-                    variant, dict(init="normal", init_gain=0.03))
-        base.update(overrides)
-        return cls(**base)
-
-
 @dataclass
 class CGNOutput:
     mask: torch.Tensor        # (B, 1, H, W) in (0, 1)

@@ -20,79 +20,23 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ..io import load_state, save_atomic
-from .small import CGNConfig, SmallCGN, build_discriminator
+from ..cgn_config import STYLE_WEIGHTS, CGNConfig, CGNTrainConfig  # torch-free settings
+from .small import SmallCGN, build_discriminator
 
 __all__ = ["CGNTrainConfig", "train_cgn", "load_cgn", "read_cgn_checkpoint", "mask_entropy",
            "style_feature_net", "STYLE_WEIGHTS", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "genint_fast.small_cgn.v1"
 
-# Per-layer style weights w_l of the reference, applied as w_l^2 * 5e3 (CGN.md), for the four
-# VGG16 layers; the small feature net has three conv blocks, so its list is the reference list
-# with the last two merged into its third layer (conv3_1).
-STYLE_WEIGHTS = {
-    "colored": [0.05, 0.1, 0.01, 0.0],
-    "double-colored": [0.0, 0.05, 0.0, 0.05],
-    "wildlife": [0.01, 0.05, 0.0, 0.01],
-}
 VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
 SMALL_LAYERS = ("conv1_2", "conv2_2", "conv3_1")
-
-
-@dataclass
-class CGNTrainConfig:
-    steps: int = 3000
-    batch_size: int = 32
-    lr_g: float = 1e-3                # reference 2e-4 (see README: minutes, not 50k steps)
-    lr_d: float = 1e-3
-    betas: tuple = (0.5, 0.999)
-    lambda_mask: float = 0.1          # reference: 0.1 colored, 0.3 the others
-    style_weights: list = field(default_factory=lambda: list(STYLE_WEIGHTS["colored"]))
-    style_scale: float | None = None  # loss = style_scale * sum_l w_l^2 * Gram distance_l;
-                                      # None: 5e3 for vgg16 (reference), 50 for the small net
-    feature_net: str = "small"        # small | vgg16:PATH | none
-    d_noise: float = 0.0              # instance noise: N(0, d_noise^2) added to D's inputs
-    ema: float = 0.0                  # > 0: sample from an exponential moving average of the
-                                      # mechanisms' weights with this decay, warmed up as
-                                      # min(ema, (1 + t) / (10 + t)) (not in the reference)
-    checkpoint_every: int = 500
-    log_every: int = 100
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.style_scale is None:
-            self.style_scale = 5e3 if str(self.feature_net).startswith("vgg16:") else 50.0
-        self.style_scale = float(self.style_scale)
-        if self.steps < 0 or self.batch_size < 2:
-            raise ValueError("CGN training: steps must be >= 0 and batch_size >= 2")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"CGN training: ema must be in [0, 1), got {self.ema}")
-        if self.lambda_mask < 0 or self.style_scale < 0 or self.d_noise < 0:
-            raise ValueError("CGN training: lambda_mask, style_scale and d_noise must be >= 0")
-        if len(self.style_weights) != 4:
-            raise ValueError(f"CGN training: style_weights needs 4 values (one per VGG16 block), "
-                             f"got {self.style_weights!r}")
-        fn = str(self.feature_net)
-        if not (fn in ("small", "none") or fn.startswith("vgg16:")):
-            raise ValueError(f"CGN training: feature_net must be small, none or vgg16:PATH, got "
-                             f"{fn!r}")
-
-    @classmethod
-    def for_variant(cls, variant: str, **overrides) -> "CGNTrainConfig":
-        base = dict(lambda_mask=0.1 if variant == "colored" else 0.3,
-                    style_weights=list(STYLE_WEIGHTS.get(variant, STYLE_WEIGHTS["wildlife"])))
-        base.update(overrides)
-        return cls(**base)
-
-    def to_dict(self) -> dict:
-        return dict(asdict(self), betas=list(self.betas), style_weights=list(self.style_weights))
 
 
 def mask_entropy(m: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ def add_field_flags(p, cls, names) -> None:
         f = fields[name]
         default = field_default(f)
         kw = {"dest": name, "default": default,
-              "help": f"{f.metadata['help']} (default {default})"}
+              "help": f"{f.metadata['help']} (default {default})".replace("%", "%%")}
         if "choices" in f.metadata:
             kw["choices"] = f.metadata["choices"]
         if isinstance(default, bool):
@@ -49,6 +49,48 @@ def add_field_flags(p, cls, names) -> None:
         if default is not None:
             kw["type"] = type(default)
         p.add_argument("--" + name.replace("_", "-"), **kw)
+
+
+def shown(value) -> str:
+    """A config value as --help shows it (tuples and lists comma-separated, floats short)."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(shown(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_unset_field_flag(p, dest, cls, name=None, *, defaults=None, more="", flag=None,
+                         **kw) -> None:
+    """A --flag for field `name` (default: `dest`) of config dataclass `cls` whose default stays
+    None, for commands that must know whether the flag was given (presets, resumed checkpoints
+    supply the value otherwise). Its help is the field's own, then `defaults` (where the value
+    comes from when the flag is left out; default: the field's default), then `more`; its type
+    and choices are the field's, unless `kw` says otherwise (metavar, type). `flag` names the
+    flag when it is not --<dest>."""
+    from ..config_fields import field_default
+
+    f = next(f for f in dataclasses.fields(cls) if f.name == (name or dest))
+    default = field_default(f)
+    if "type" not in kw and isinstance(default, (int, float)) and not isinstance(default, bool):
+        kw["type"] = type(default)
+    if "choices" in f.metadata:
+        kw.setdefault("choices", f.metadata["choices"])
+    if defaults is None:
+        defaults = f"default {shown(default)}"
+    p.add_argument(flag or "--" + dest.replace("_", "-"), dest=dest, default=None,
+                   help=f"{f.metadata['help']} ({defaults}){more}".replace("%", "%%"), **kw)
+
+
+_BOUNDS = {"> 0": lambda v: v > 0, ">= 0": lambda v: v >= 0, ">= 1": lambda v: v >= 1}
+
+
+def check_bounds(args, rules) -> None:
+    """Refuse a given flag outside its bound: rules maps "> 0", ">= 0" or ">= 1" to the flags'
+    attribute names (a NaN fails every bound)."""
+    for bound, attrs in rules.items():
+        for attr in attrs:
+            value = getattr(args, attr)
+            if value is not None and not _BOUNDS[bound](value):
+                raise ValueError(f"--{attr.replace('_', '-')} must be {bound}, got {value}")
 
 
 def field_values(args: argparse.Namespace, names) -> dict:

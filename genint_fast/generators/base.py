@@ -7,19 +7,13 @@ and, where that layer is affine in z for a fixed class, exposes the z-block of i
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
 
+from ..generator_spec import check_truncation  # torch-free (configs read it); re-exported here
+
 __all__ = ["ConditionalGenerator", "truncated_latents", "layer_fingerprint", "check_truncation"]
-
-
-def check_truncation(truncation) -> float:
-    t = float(truncation)
-    if not (0.0 < t <= 1.0) or math.isnan(t):
-        raise ValueError(f"truncation must be in (0, 1], got {truncation}")
-    return t
 
 
 def truncated_latents(n, dim, truncation=1.0, *, generator=None, device=None,

@@ -1,0 +1,278 @@
+"""The CGNs' settings, torch-free: the small CGN's architecture (CGNConfig) and training
+(CGNTrainConfig), its named presets (preset_configs), and the large-image CGN's losses
+(LargeCGNLossConfig) and training (LargeCGNTrainConfig). `genint-fast cgn --help` makes its flags
+and their defaults from these fields (`genint_fast.cli.recipes.add_field_flags`), so each default
+and its meaning are written here once; genint_fast.cgn re-exports every name.
+
+Presets (`genint-fast cgn --preset NAME`):
+- ``default``: what reaches a decomposition fastest on 2 CPU cores (width 32, no BatchNorm
+  before the textures' tanh, spectral norm on the MLP discriminator, Adam 1e-3 for both nets,
+  batch 32, the package's small feature net for the Gram loss, 3000 steps, sampling from a
+  moving average of the weights; README, CGN section, for the measurements behind each choice).
+- ``reference``: the authors' small CGN as published (../shared/CGN.md): width 64, BatchNorm
+  before tanh, the MLP discriminator without spectral norm (a conv discriminator for wildlife),
+  Adam 2e-4 with betas (0.5, 0.999), batch 16, 48,000 steps (the released colored checkpoint's
+  BatchNorm counters say 48,027), the reference's Gram loss on an ImageNet VGG16 when the user
+  gives its weights file (`feature_net=vgg16:PATH`; without it the small feature net stands in).
+
+Both take the per-variant choices of the reference (initialisation, mask-entropy weight, Gram
+layer weights) from CGNConfig.for_variant / CGNTrainConfig.for_variant. An image folder has no
+variant: it gets FOLDER_VARIANT's choices.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .config_fields import key
+from .generator_spec import check_truncation
+
+__all__ = ["CGNConfig", "CGNTrainConfig", "DISCRIMINATORS", "STYLE_WEIGHTS", "PRESETS",
+           "FOLDER_VARIANT", "DEFAULT_STEPS", "DEFAULT_EMA", "REFERENCE_STEPS", "preset_configs",
+           "LargeCGNLossConfig", "LargeCGNTrainConfig"]
+
+DISCRIMINATORS = ("mlp", "mlp-projection", "conv", "projection")
+
+# Per-layer style weights w_l of the reference, applied as w_l^2 * 5e3 (CGN.md), for the four
+# VGG16 layers; the small feature net has three conv blocks, so its list is the reference list
+# with the last two merged into its third layer (conv3_1).
+STYLE_WEIGHTS = {
+    "colored": [0.05, 0.1, 0.01, 0.0],
+    "double-colored": [0.0, 0.05, 0.0, 0.05],
+    "wildlife": [0.01, 0.05, 0.0, 0.01],
+}
+
+
+@dataclass
+class CGNConfig:
+    num_classes: int = key(10, "classes (from the data)")
+    noise_dim: int = key(32, "size of the mechanisms' noise u")
+    embed_dim: int = key(10, "size of the label embedding the three mechanisms share")
+    ch: int = key(32, "width of the mechanisms' first feature map (8x8); the reference uses 64")
+    image_size: int = key(32, "image side, fixed by the two up-sampling steps from 8x8")
+    init: str = key("orthogonal", "weight initialisation (the reference: orthogonal for the "
+                                  "colour variants, normal for textures)",
+                    choices=("orthogonal", "normal"))
+    init_gain: float = key(0.1, "initialisation gain (the reference: 0.1 colored, 0.2 "
+                                "double-colored, normal 0.03 textures)")
+    disc: str = key("mlp", "discriminator: mlp (the reference's for the colour variants), "
+                           "mlp-projection (the same MLP, label by projection), conv (the "
+                           "reference's for textures), projection (the small GAN's residual "
+                           "projection D)", choices=DISCRIMINATORS)
+    out_batchnorm: bool = key(False, "the reference's BatchNorm before the textures' tanh "
+                                     "(README, CGN section)")
+    d_spectral_norm: bool = key(True, "spectral norm on D's layers (not in the reference; "
+                                      "README, CGN section)")
+
+    def __post_init__(self):
+        if self.image_size != 32:
+            raise ValueError(f"the small CGN makes 32x32 images, got image_size={self.image_size}")
+        for name in ("num_classes", "noise_dim", "embed_dim", "ch"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"CGN config: {name} must be >= 1, got {getattr(self, name)}")
+        if self.init not in ("orthogonal", "normal"):
+            raise ValueError(f'CGN config: init must be "orthogonal" or "normal", got '
+                             f'{self.init!r}')
+        if self.disc not in DISCRIMINATORS:
+            raise ValueError(f"CGN config: disc must be one of {', '.join(DISCRIMINATORS)}, got "
+                             f"{self.disc!r}")
+        if not self.init_gain > 0:
+            raise ValueError(f"CGN config: init_gain must be > 0, got {self.init_gain}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def for_variant(cls, variant: str, **overrides) -> "CGNConfig":
+        """The reference's per-dataset initialisation; the MLP discriminator for every variant
+        (the one validated at our CPU budget; the reference used a conv D for textures, which
+        disc="conv" gives)."""
+        base = {"colored": dict(init="orthogonal", init_gain=0.1),
+                "double-colored": dict(init="orthogonal", init_gain=0.2),
+                "wildlife": dict(init="normal", init_gain=0.03)}.get(
+                    variant, dict(init="normal", init_gain=0.03))
+        base.update(overrides)
+        return cls(**base)
+
+
+@dataclass
+class CGNTrainConfig:
+    steps: int = key(3000, "total training steps")
+    batch_size: int = key(32, "images per step")
+    lr_g: float = key(1e-3, "generator Adam learning rate (above the reference's: minutes on "
+                            "a CPU, not 50k steps; README, CGN section)")
+    lr_d: float = key(1e-3, "discriminator Adam learning rate")
+    betas: tuple = key((0.5, 0.999), "Adam betas of both nets")
+    lambda_mask: float = key(0.1, "weight of the mask's binary entropy (the reference: 0.1 "
+                                  "colored, 0.3 the others)")
+    style_weights: list = key(list(STYLE_WEIGHTS["colored"]),
+                              "Gram style weights w_l, one per VGG16 block")
+    style_scale: float | None = key(None, "style loss = style_scale * sum_l w_l^2 * Gram "
+                                          "distance_l; None: 5e3 for vgg16 (the reference), 50 "
+                                          "for the small net")
+    feature_net: str = key("small", "feature network of the Gram style loss: small (the "
+                                    "package's net trained on the digits, cached), vgg16:PATH "
+                                    "(a torchvision ImageNet VGG16 weights file) or none (no "
+                                    "style loss)")
+    d_noise: float = key(0.0, "instance noise: N(0, d_noise^2) added to D's inputs")
+    ema: float = key(0.0, "> 0: sample from a moving average of the mechanisms' weights with "
+                          "this decay, warmed up as min(ema, (1 + t) / (10 + t)) (not in the "
+                          "reference)")
+    checkpoint_every: int = key(500, "steps between checkpoints (0: at the end only)")
+    log_every: int = key(100, "steps between log lines (0: silent)")
+    seed: int = key(0, "random seed")
+
+    def __post_init__(self):
+        if self.style_scale is None:
+            self.style_scale = 5e3 if str(self.feature_net).startswith("vgg16:") else 50.0
+        self.style_scale = float(self.style_scale)
+        if self.steps < 0 or self.batch_size < 2:
+            raise ValueError("CGN training: steps must be >= 0 and batch_size >= 2")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"CGN training: ema must be in [0, 1), got {self.ema}")
+        if self.lambda_mask < 0 or self.style_scale < 0 or self.d_noise < 0:
+            raise ValueError("CGN training: lambda_mask, style_scale and d_noise must be >= 0")
+        if len(self.style_weights) != 4:
+            raise ValueError(f"CGN training: style_weights needs 4 values (one per VGG16 block), "
+                             f"got {self.style_weights!r}")
+        fn = str(self.feature_net)
+        if not (fn in ("small", "none") or fn.startswith("vgg16:")):
+            raise ValueError(f"CGN training: feature_net must be small, none or vgg16:PATH, got "
+                             f"{fn!r}")
+
+    @classmethod
+    def for_variant(cls, variant: str, **overrides) -> "CGNTrainConfig":
+        base = dict(lambda_mask=0.1 if variant == "colored" else 0.3,
+                    style_weights=list(STYLE_WEIGHTS.get(variant, STYLE_WEIGHTS["wildlife"])))
+        base.update(overrides)
+        return cls(**base)
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), betas=list(self.betas), style_weights=list(self.style_weights))
+
+
+# ----------------------------------------------------------------------------------- presets
+
+PRESETS = ("default", "reference")
+DEFAULT_STEPS = 3000
+# Sampling from a moving average of the weights (decay 0.999, warmed up): on colored digits the
+# masks' shape consistency at 3000 steps rose from 82% to 89% (README, CGN section).
+DEFAULT_EMA = 0.999
+REFERENCE_STEPS = 48000
+# An image folder's per-variant choices: the colored ones (orthogonal init 0.1, mask entropy
+# 0.1), which decompose colour-shortcut folders (README: the normal init 0.03 and mask weight 0.3
+# of the texture variant gave masks over the background on a colored MNIST folder).
+FOLDER_VARIANT = "colored"
+
+
+def preset_configs(preset: str = "default", variant: str | None = None, *, num_classes=10,
+                   model_overrides=None, train_overrides=None):
+    """(CGNConfig, CGNTrainConfig) of a preset for a variant (None: an image folder);
+    overrides (dicts of fields) win."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown CGN preset {preset!r}; choose from {', '.join(PRESETS)}")
+    from .data.benchmark import canonical_variant
+
+    v = canonical_variant(variant) if variant else FOLDER_VARIANT
+    v = "colored" if v == "cmnist" else v      # cmnist's strokes are coloured on black too
+    model = {"num_classes": num_classes}
+    train = {"steps": DEFAULT_STEPS, "ema": DEFAULT_EMA}
+    if preset == "reference":
+        model.update(ch=64, out_batchnorm=True, d_spectral_norm=False,
+                     disc="conv" if v == "wildlife" else "mlp")
+        train.update(steps=REFERENCE_STEPS, batch_size=16, lr_g=2e-4, lr_d=2e-4, ema=0.0,
+                     checkpoint_every=2000, log_every=500)
+    model.update(model_overrides or {})
+    train.update(train_overrides or {})
+    return CGNConfig.for_variant(v, **model), CGNTrainConfig.for_variant(v, **train)
+
+
+# ------------------------------------------------------------------------ large-image CGN
+
+@dataclass
+class LargeCGNLossConfig:
+    """Weights of the large-image CGN losses (reference values, imagenet/config.py)."""
+
+    l1: float = key(100.0, "weight of the L1 reconstruction of BigGAN's image")
+    perceptual: tuple = key((4.0, 4.0, 4.0, 4.0), "Gram perceptual weights at relu1_2, "
+                                                   "relu2_2, relu3_3, relu4_3 (the paper: 5)")
+    binary: float = key(300.0, "weight of the mask's binary entropy")
+    mask: float = key(500.0, "weight of the mask-size bounds mask_interval on the mean mask")
+    mask_interval: tuple = key((0.1, 0.9), "bounds (low, high) of the mean mask")
+    texture: tuple = key((0.0, 5.0, 5.0, 0.0), "texture-loss Gram weights, one per VGG16 layer")
+    background: float = key(2000.0, "weight of the background's U^2-Net saliency")
+    texture_patch: int = key(15, "side of the texture loss's patches")
+    texture_grid: int = key(6, "patches per side of the texture loss's grid")
+    texture_candidates: int = key(100, "candidate patches drawn per image")
+    texture_work_size: int = key(128, "image side the texture loss works at (None: the "
+                                      "image size)")
+    texture_source: str = key("mask", "where texture patches come from: mask (the reference) "
+                                      "or saliency (of BigGAN's image)",
+                              choices=("mask", "saliency"))
+    gram_kernel: str = key("poly2", "kernel of the fused MMD op for the Gram losses")
+
+    def __post_init__(self):
+        self.perceptual = tuple(float(w) for w in self.perceptual)
+        self.texture = tuple(float(w) for w in self.texture)
+        self.mask_interval = tuple(float(v) for v in self.mask_interval)
+        if self.texture_source not in ("mask", "saliency"):
+            raise ValueError(f"texture_source must be 'mask' or 'saliency', got "
+                             f"{self.texture_source!r}")
+        if len(self.mask_interval) != 2 or not self.mask_interval[0] <= self.mask_interval[1]:
+            raise ValueError(f"mask_interval must be (low, high), got {self.mask_interval}")
+        if self.texture_patch < 1 or self.texture_grid < 1 or self.texture_candidates < 1:
+            raise ValueError("texture_patch, texture_grid and texture_candidates must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LargeCGNLossConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass
+class LargeCGNTrainConfig:
+    """Settings of a training run (train_large_cgn, `genint-fast cgn --large`). The defaults are
+    the reference's ImageNet run (imagenet/train_cgn.py, imagenet/config.py): 300 optimiser
+    updates of 4000 accumulated batches of one image, Adam (betas 0.9 / 0.999) per mechanism,
+    truncation 1.0, the loss weights of LargeCGNLossConfig. checkpoint_every and log_every count
+    optimiser updates (0: at the end only / silent)."""
+
+    updates: int = key(300, "optimiser updates")
+    accumulate: int = key(4000, "batches accumulated per optimiser update")
+    batch_size: int = key(1, "images per batch")
+    lr_shape: float = key(8e-6, "Adam learning rate of the shape mechanism")
+    lr_texture: float = key(3e-5, "Adam learning rate of the texture mechanism (the paper says "
+                                  "1e-5)")
+    lr_background: float = key(1e-5, "Adam learning rate of the background mechanism")
+    betas: tuple = key((0.9, 0.999), "Adam betas of the three mechanisms")
+    truncation: float = key(1.0, "truncation of the training noise (the sheet uses 0.5)")
+    seed: int = key(0, "random seed")
+    checkpoint_every: int = key(1, "optimiser updates between checkpoints (0: at the end only)")
+    log_every: int = key(1, "optimiser updates between log lines (0: silent)")
+    loss: LargeCGNLossConfig = field(default_factory=LargeCGNLossConfig,
+                                     metadata={"help": "the loss weights"})
+
+    def __post_init__(self):
+        if isinstance(self.loss, dict):
+            self.loss = LargeCGNLossConfig.from_dict(self.loss)
+        self.betas = tuple(float(b) for b in self.betas)
+        for name in ("updates", "accumulate", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"large CGN training: {name} must be >= 1, got "
+                                 f"{getattr(self, name)}")
+        for name in ("lr_shape", "lr_texture", "lr_background"):
+            if not float(getattr(self, name)) > 0:
+                raise ValueError(f"large CGN training: {name} must be > 0, got "
+                                 f"{getattr(self, name)}")
+        for name in ("checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"large CGN training: {name} must be >= 0, got "
+                                 f"{getattr(self, name)}")
+        self.truncation = check_truncation(self.truncation)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LargeCGNTrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
