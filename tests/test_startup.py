@@ -149,6 +149,7 @@ def test_source_help_names_every_variant():
 def test_constant_modules_import_without_torch():
     code = ("import sys; import genint_fast.data.benchmark, genint_fast.data.sources, "
             "genint_fast.generator_spec, genint_fast.gan_config, genint_fast.config_fields, "
+            "genint_fast.cgn_config, "
             "genint_fast.data; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=ROOT)
@@ -168,6 +169,27 @@ def test_cli_demo_reads_the_library_config():
     text = sub.choices["demo"].format_help()
     cfg = demo.DemoConfig()
     assert f"(default {cfg.seeds})" in text and f"(default {cfg.cgn_steps})" in text
+
+
+def test_cli_demo_flags_are_demo_config_fields():
+    """Every demo flag that sets a DemoConfig field shows the field's own help, and its default
+    stays None so that --quick and the config's defaults fill what is not given."""
+    import argparse
+    import dataclasses
+
+    from genint_fast.cli import demo as cli_demo
+    from genint_fast.demo import DemoConfig
+
+    p = argparse.ArgumentParser()
+    cli_demo.register(p.add_subparsers())
+    demo = p._subparsers._group_actions[0].choices["demo"]   # no public accessor in argparse
+    helps = {a.dest: " ".join(a.help.replace("%%", "%").split()) for a in demo._actions
+             if a.help}
+    meaning = {f.name: " ".join(f.metadata["help"].split()) for f in dataclasses.fields(DemoConfig)}
+    names = [name for name, _, _ in cli_demo._FIELD_FLAGS] + ["variant", "rho", "methods"]
+    for name in names:
+        assert helps[name].startswith(meaning[name]), name
+        assert demo.get_default(name) is None, name
 
 
 # ------------------------------------------------------------------------ DALI is optional

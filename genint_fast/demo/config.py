@@ -2,8 +2,10 @@
 --help` reads its defaults without importing torch)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from ..config_fields import key
 
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
            "cgn", "real+cgn", "groupdro", "jtt", "dfr", "genint+cgn")
@@ -47,94 +49,112 @@ WHY_VARIANT = (
 @dataclass
 class DemoConfig:
     # benchmark
-    variant: str = "colored"
-    rho: float = 1.0                  # the CGN paper's setting
-    train_size: int = 5000
-    test_size: int = 1000
-    data_seed: int = 0
+    variant: str = key("colored", "biased-digits variant")
+    rho: float = key(1.0, "training correlation rho (1: the CGN paper's setting)")
+    train_size: int = key(5000, "training images")
+    test_size: int = key(1000, "test images per split")
+    data_seed: int = key(0, "seed of the benchmark's draws")
     # generator
-    gan_steps: int = 500              # sized for the 20-minute demo (2000 on the earlier 8x8
-                                      # benchmark: class consistency 71-73%; issue 22 revisits)
-    gan_batch_size: int = 32
-    gan_class_bn: bool = True       # class-conditional batch norm in the small GAN's blocks
+    gan_steps: int = key(500, "GAN training steps (sized for the 20-minute demo; 2000 on the "
+                              "earlier 8x8 benchmark gave class consistency 71-73%)")
+    gan_batch_size: int = key(32, "GAN batch size")
+    gan_class_bn: bool = key(True, "class-conditional batch norm in the small GAN's blocks")
     # directions and interventions (steps in standard deviations; see genint_fast.directions)
-    num_directions: int = 20
-    top_k: int = 20
-    m: int = 5
-    scale: float | None = None      # None: chosen by the causal-bound score on the validation
-    scale_candidates: tuple = (1.0, 2.0, 4.0, 8.0)   # split among these (never the test splits)
-    intervention_mode: str = "add"
-    intervention_style: str = "multi"
-    truncation: float = 1.0
+    num_directions: int = key(20, "GANSpace directions found")
+    top_k: int = key(20, "directions the interventions draw from")
+    m: int = key(5, "directions stepped along per latent")
+    scale: float | None = key(None, "intervention steps U[-s, s] in standard deviations; None: "
+                                    "chosen by the causal-bound score on the validation split "
+                                    "among scale_candidates (never the test splits)")
+    scale_candidates: tuple = key((1.0, 2.0, 4.0, 8.0), "the scales the causal-bound score "
+                                                        "chooses among")
+    intervention_mode: str = key("add", "intervention edit mode", choices=("add", "set"))
+    intervention_style: str = key("multi", "multi: m directions per latent; one: one "
+                                           "direction per image (reference code)",
+                                  choices=("multi", "one"))
+    truncation: float = key(1.0, "truncation of the intervened latents")
     # gan-aug as the paper ran it: truncation 0.2, 50% synthetic, stream weight 1
-    gan_aug_truncation: float = 0.2
-    gan_aug_batch_size: int | None = None    # None: batch_size (half of every batch synthetic)
-    lambda_gan_aug: float = 1.0
+    gan_aug_truncation: float = key(0.2, "gan-aug's truncation (the paper's)")
+    gan_aug_batch_size: int | None = key(None, "gan-aug's synthetic images per step (None: "
+                                               "batch_size, half of every batch synthetic)")
+    lambda_gan_aug: float = key(1.0, "weight of gan-aug's synthetic stream")
     # classifiers
-    methods: tuple = DEFAULT_METHODS
-    seeds: int = 3                    # the tables in README use --seeds 5
-    steps: int = 150
-    # model selection (DomainBed's training-domain validation): "last" keeps every run's last
-    # weights; "val" the weights that score best on val_size images of the val split (drawn from
-    # the training distribution), scored every val_every steps
-    select: str = "last"
-    val_every: int = 25
-    val_size: int = 1000
-    batch_size: int = 64
-    gen_batch_size: int = 32
-    lr: float = 0.05
+    methods: tuple = key(DEFAULT_METHODS, "the methods run, in order")
+    seeds: int = key(3, "seeds per method (the README's tables use 5)")
+    steps: int = key(150, "classifier SGD steps per run")
+    # model selection (DomainBed's training-domain validation)
+    select: str = key("last", "model selection: last weights, the best on the val split drawn "
+                              "from the training distribution (DomainBed's training-domain "
+                              "validation), or oracle: the best on the test distribution's "
+                              "val-ood split (an upper bound, marked as such)",
+                      choices=("last", "val", "oracle"))
+    val_every: int = key(25, "steps between validation scores (select val / oracle)")
+    val_size: int = key(1000, "validation images scored")
+    batch_size: int = key(64, "real images per classifier step")
+    gen_batch_size: int = key(32, "generated images per classifier step")
+    lr: float = key(0.05, "classifier SGD learning rate")
     # Stream weights fixed before any run (not tuned): every generated stream weighs as much as
     # the real one, as the reference weighted its gan-aug and transfer streams.
-    lambda1: float = 1.0
-    lambda1_transfer: float = 1.0
-    lambda2: float = 1.0
-    # what the interventions do (genint_fast.diagnostics.nuisance): images measured per set
-    measure_n: int = 1000
-    transfer_batch_size: int = 8
-    transfer_steps: tuple = (5, 15)
-    transfer_features: str = "small:random"
+    lambda1: float = key(1.0, "weight of the generated (intervened) stream")
+    lambda1_transfer: float = key(1.0, "weight of the generated stream in genint-transfer")
+    lambda2: float = key(1.0, "weight of the transferred stream")
+    # what the interventions do (genint_fast.diagnostics.nuisance)
+    measure_n: int = key(1000, "images measured per set by the intervention measures")
+    transfer_batch_size: int = key(8, "images per style-transfer batch")
+    transfer_steps: tuple = key((5, 15), "style-transfer optimisation steps")
+    transfer_features: str = key("small:random", "feature net of the style transfer")
     # CGN (genint_fast.cgn): mechanisms trained on the training split, cached in OUT/cgn.pt
-    cgn_steps: int = 2000             # sized for the 20-minute demo (the preset and the
-                                      # README tables: 3000, --cgn-steps)
-    cgn_batch_size: int = 32
-    cgn_feature_net: str = "small"
-    cgn_stream_batch_size: int = 64   # counterfactuals per classifier step
-    lambda_cgn: float = 1.0           # weight of the counterfactual stream in real+cgn
-    # The CGN rows' classifier: the reference's protocol ("reference": Adadelta lr 1.0, x0.7
-    # every epoch of a counterfactual set, 10 counterfactuals per mask, texture / background
-    # classes permuted, no augmentation), sized for 2 CPU cores (the reference: 10 epochs of one
-    # fixed 100k set); "stream": the erm rows' SGD schedule on fresh counterfactuals.
-    cgn_protocol: str = "reference"
-    # GenInt's controlled experiment (the paper's Table 4; genint_fast.train.generated_only):
-    # N > 0 trains `seeds` classifiers only on N generated images per set (observational at
-    # truncations 0.5 and 1, interventional at the selected scale, the two controls)
-    generated_only: int = 0
-    generated_only_steps: int = 600
-    cgn_set: int = 4000               # counterfactuals in the fixed set, sized for the 20-minute
-                                      # demo (README tables: 10000 or 20000, --cgn-set)
-    cgn_epochs: float = 3.0           # (README tables: 5)
-    cgn_resample: bool = False        # True: a fresh set every epoch
-    cgn_per_mask: int = 10
-    cgn_labels: str = "permute"
-    shape_reader_steps: int = 750     # the shape-consistency reader (cached in OUT): 95.6% on
-                                      # test-pool masks (1500 steps, the README's CGN tables:
-                                      # 96.7%), halved for the 20-minute demo
-    cgn_checkpoint: str | None = None  # a CGN checkpoint to use instead of training one (e.g.
-                                       # the authors', from `genint-fast cgn import`)
-    # corruption robustness (genint_fast.eval): the first corruption_n in-distribution test
-    # images under the 15 corruptions x corruption_severities, relative mCE against erm (same
-    # seed); in distribution, as ImageNet-C corrupts ImageNet's own validation images (out of
-    # distribution erm is at chance already and a relative mCE is undefined)
-    corruption_n: int = 100           # 200 before: halved for the 20-minute demo
-    corruption_severities: tuple = (1, 2, 3, 4, 5)
-    threads: int = 2                  # torch threads when jobs = 1
-    jobs: int = 2                     # processes at once (the CGN beside the GAN stages, then
-                                      # the classifier runs), one thread each; 1: all in this
-                                      # process with `threads` threads
-    resume: bool = False              # keep the classifier runs already in OUT/runs whose
-                                      # fingerprint (config, generators, data) is unchanged
-    quick: bool = False
-    extra: dict = field(default_factory=dict)
+    cgn_steps: int = key(2000, "CGN training steps (sized for the 20-minute demo; the preset "
+                               "and the README's tables: 3000)")
+    cgn_batch_size: int = key(32, "CGN batch size")
+    cgn_feature_net: str = key("small", "feature net of the CGN's Gram loss")
+    cgn_stream_batch_size: int = key(64, "counterfactuals per classifier step")
+    lambda_cgn: float = key(1.0, "weight of the counterfactual stream in real+cgn")
+    cgn_protocol: str = key("reference", "the CGN rows' classifier: reference (the reference's "
+                                         "protocol: Adadelta lr 1.0, x0.7 every epoch of a "
+                                         "counterfactual set, cgn_per_mask counterfactuals per "
+                                         "mask, texture / background classes permuted, no "
+                                         "augmentation, sized for 2 CPU cores) or stream (the "
+                                         "erm rows' SGD schedule on fresh counterfactuals)",
+                            choices=("reference", "stream"))
+    # GenInt's controlled experiment (the paper's Table 4; genint_fast.train.generated_only)
+    generated_only: int = key(0, "N > 0: also train classifiers only on N generated images per "
+                                 "set (observational at truncations 0.5 and 1, interventional "
+                                 "at the selected scale, the two controls): the GenInt paper's "
+                                 "Table 4 (0: off)")
+    generated_only_steps: int = key(600, "classifier steps of the generated-only runs")
+    cgn_set: int = key(4000, "the CGN rows' classifier: counterfactuals in its fixed set (sized "
+                             "for the 20-minute demo; the README's tables 10000 or 20000, the "
+                             "reference 100000)")
+    cgn_epochs: float = key(3.0, "the CGN rows' classifier: epochs over that set (the "
+                                 "reference 10)")
+    cgn_resample: bool = key(False, "a fresh counterfactual set every epoch")
+    cgn_per_mask: int = key(10, "counterfactuals per mask")
+    cgn_labels: str = key("permute", "how the counterfactuals' texture and background classes "
+                                     "are drawn")
+    shape_reader_steps: int = key(750, "steps of the shape-consistency reader (cached in OUT): "
+                                       "95.6% on test-pool masks; 1500 for the README's CGN "
+                                       "tables (96.7%)")
+    cgn_checkpoint: str | None = key(None, "a CGN checkpoint to use for the cgn rows instead of "
+                                           "training one (e.g. the authors', converted by "
+                                           "`genint-fast cgn import`)")
+    # corruption robustness (genint_fast.eval): in distribution, as ImageNet-C corrupts
+    # ImageNet's own validation images (out of distribution erm is at chance already and a
+    # relative mCE is undefined)
+    corruption_n: int = key(100, "in-distribution test images under the 15 corruptions, "
+                                 "relative mCE against erm (same seed)")
+    corruption_severities: tuple = key((1, 2, 3, 4, 5), "corruption severities")
+    threads: int = key(2, "torch threads when jobs is 1")
+    jobs: int = key(2, "processes at once, one torch thread each: the CGN trains beside the "
+                       "GAN stages, then the classifier runs share them; 1 runs everything in "
+                       "one process with `threads` threads")
+    resume: bool = key(False, "keep the classifier runs already finished in OUT/runs whose "
+                              "settings, data and generators are unchanged (an interrupted "
+                              "table goes on)")
+    quick: bool = key(False, "tiny settings (about a minute on 2 cores): for tests and CI; the "
+                             "numbers mean nothing")
+    extra: dict = key({}, "free-form notes kept with the settings in results.json (read by "
+                          "nothing else)")
 
     def validate(self) -> "DemoConfig":
         from ..data.digits import VARIANTS, canonical_variant
@@ -145,12 +165,12 @@ class DemoConfig:
                              f"{self.variant!r}")
         if not 0 <= self.rho <= 1:
             raise ValueError(f"rho must be in [0, 1], got {self.rho}")
-        for key in ("train_size", "test_size", "seeds", "steps", "batch_size", "gen_batch_size",
+        for name in ("train_size", "test_size", "seeds", "steps", "batch_size", "gen_batch_size",
                     "num_directions", "top_k", "m", "threads", "jobs", "gan_batch_size",
                     "cgn_batch_size", "cgn_stream_batch_size", "cgn_per_mask", "measure_n",
                     "corruption_n"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.cgn_protocol not in ("reference", "stream"):
             raise ValueError(f'cgn_protocol must be "reference" or "stream", got '
                              f'{self.cgn_protocol!r}')
