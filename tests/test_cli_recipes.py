@@ -90,3 +90,16 @@ def test_a_recipe_drives_a_tiny_gan_and_cgn_run(tmp_path, capsys):
     assert c.is_file()
     out = capsys.readouterr().out
     assert "1" in out
+
+
+def test_gan_no_class_bn_reaches_the_checkpoint(tmp_path):
+    """--no-class-bn (or `no-class-bn=true`) trains the GAN whose class enters through gen_z
+    only; the default keeps class-conditional batch norm."""
+    import torch
+
+    for extra, want in (([], True), (["no-class-bn=true"], False)):
+        g = tmp_path / f"g{want}.pt"
+        assert cli_main(["gan", "--data", "digits:colored", "--out", str(g), "--steps", "1",
+                         "--ch", "4", "--latent-dim", "8", *extra]) == 0
+        state = torch.load(g, map_location="cpu", weights_only=False)
+        assert state["model_config"]["class_bn"] is want

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..data.sources import source_help
+from ..config_fields import field_help
 from ..gan_config import GANTrainConfig, SmallGANConfig
 from ..generator_spec import GENERATOR_SPECS
 from .recipes import add_config_flag, add_field_flags, field_values
@@ -42,6 +43,9 @@ def _register_gan(sub) -> None:
     p.add_argument("--out", required=True, metavar="CKPT", help="checkpoint file (resumed if present)")
     add_field_flags(p, GANTrainConfig, _GAN_TRAIN)
     add_field_flags(p, SmallGANConfig, _GAN_MODEL)
+    p.add_argument("--no-class-bn", dest="class_bn", action="store_false",
+                   help="turn off SmallGANConfig.class_bn: "
+                        + field_help(SmallGANConfig, "class_bn").replace("%", "%%"))
     p.add_argument("--no-resume", action="store_true", help="start afresh even if --out exists")
     p.add_argument("--samples", metavar="PNG", help="also write a grid of EMA samples")
     add_config_flag(p)
@@ -181,7 +185,8 @@ def gan_main(args) -> int:
     device = _setup(args)
     images, labels, classes = load_training_data(args.data)
     _log(f"training data: {images.shape[0]} images, {len(classes)} classes")
-    mc = SmallGANConfig(num_classes=len(classes), **field_values(args, _GAN_MODEL))
+    mc = SmallGANConfig(num_classes=len(classes), class_bn=args.class_bn,
+                        **field_values(args, _GAN_MODEL))
     tc = GANTrainConfig(**field_values(args, _GAN_TRAIN))
     summary = train_gan(images, labels, args.out, model_config=mc, train_config=tc,
                         resume=not args.no_resume, device=device, log=_log)
