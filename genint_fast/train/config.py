@@ -17,6 +17,7 @@ from ..classifier.normalise import NORMALIZATIONS
 from ..classifier.normalise import resolve_normalize as _resolve_normalize
 from ..config_fields import field_default
 from ..config_fields import key as _key
+from ..data.sources import source_help
 
 __all__ = ["TrainConfig", "load_config", "config_help", "resolve_normalize", "MODES", "MODELS",
            "IMPLEMENTED_MODES", "NORMALIZATIONS", "GENERATOR_MODES", "TRANSFER_MODES",
@@ -95,9 +96,8 @@ class TrainConfig:
                                   "torchvision weights; half for digits + smallcnn; an init "
                                   "checkpoint's own) | imagenet | half ((x - 0.5) / 0.5)")
     # data
-    data: str = _key("digits:colored:1.0", "training images: digits:<colored|double-colored|"
-                                           "wildlife|cmnist>[:RHO] (built in), folder:DIR or "
-                                           "a bare DIR (DIR/<class>/<image>)")
+    data: str = _key("digits:colored:1.0", "training images: " + source_help(
+        "train split", "DIR/<class>/<image>"))
     data_size: int = _key(10000, "digits: training images drawn from the built-in split")
     data_seed: int = _key(0, "digits: seed of the built-in benchmark")
     augment: bool = _key(True, "augment real images, seeded per step: digits random crop (pad 4) "
