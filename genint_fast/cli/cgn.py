@@ -58,14 +58,15 @@ _TRAIN_FLAGS = tuple((dest, name) for dest, name, _ in _SMALL_FIELDS if name != 
 
 
 def _presets():
-    """{(preset, variant): (CGNConfig, CGNTrainConfig)} for both presets on colored digits (what
-    a folder gets too) and wildlife, and the large CGN's {"train": LargeCGNTrainConfig, "loss":
-    LargeCGNLossConfig}: where --help reads its defaults."""
+    """{(preset, variant): (CGNConfig, CGNTrainConfig)} for both presets on every built-in
+    variant and a folder (variant None), and the large CGN's {"train": LargeCGNTrainConfig,
+    "loss": LargeCGNLossConfig}: where --help reads its defaults."""
     from ..cgn_config import LargeCGNTrainConfig, preset_configs
+    from ..data.benchmark import VARIANTS
 
     large = LargeCGNTrainConfig()
     return ({(name, v): preset_configs(name, v) for name in ("default", "reference")
-             for v in ("colored", "wildlife")}, {"train": large, "loss": large.loss})
+             for v in (None, *VARIANTS)}, {"train": large, "loss": large.loss})
 
 
 def _small_defaults(presets, name) -> str:
@@ -76,11 +77,14 @@ def _small_defaults(presets, name) -> str:
     def value(preset, variant):
         return next(getattr(c, name) for c in presets[preset, variant] if hasattr(c, name))
 
-    d, r, w = value("default", "colored"), value("reference", "colored"), value("default",
-                                                                                  "wildlife")
-    if d != w:
-        return (f"default {shown(d)} on colored digits and folders, {shown(w)} on the other "
-                f"variants")
+    per_variant = {}
+    for preset, variant in presets:
+        if preset == "default":
+            per_variant.setdefault(shown(value(preset, variant)), []).append(variant or "folders")
+    if len(per_variant) > 1:
+        return "default " + "; ".join(f"{v} on {', '.join(names)}"
+                                      for v, names in per_variant.items())
+    d, r = value("default", None), value("reference", None)
     if d == r:
         return f"default {shown(d)}"
     return f"default {shown(d)}; --preset reference: {shown(r)}"
@@ -117,7 +121,7 @@ def register(sub) -> None:
     from ..data.sources import source_help
 
     presets, _ = _presets()
-    d, r = presets["default", "colored"][1], presets["reference", "colored"]
+    d, r = presets["default", None][1], presets["reference", None]
     p = sub.add_parser("cgn", help="train a counterfactual generative network (CGN): the small "
                                    "one, or the large-image one with --large",
                        description="Train (or resume) the small 32x32 CGN: shape, texture and "
