@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..cgn_config import (DEFAULT_EMA, DEFAULT_STEPS, FOLDER_VARIANT, PRESETS, REFERENCE_STEPS,
                           preset_configs)
+from ..cgn_config import CGNConfig, CGNTrainConfig  # noqa: F401  (importable here, as before)
 
 __all__ = ["PRESETS", "FOLDER_VARIANT", "preset_configs", "DEFAULT_STEPS", "REFERENCE_STEPS",
            "DEFAULT_EMA"]

@@ -21,12 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cgn_config import CGNConfig  # the settings live torch-free
+from ..cgn_config import DISCRIMINATORS, CGNConfig  # the settings live torch-free
 
-__all__ = ["CGNConfig", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator", "shuffle_texture",
-           "composite", "build_discriminator", "MASK_MIN", "MASK_MAX", "CGNOutput"]
+__all__ = ["CGNConfig", "DISCRIMINATORS", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator",
+           "shuffle_texture", "composite", "build_discriminator", "MASK_MIN", "MASK_MAX",
+           "CGNOutput"]
 
 MASK_MIN, MASK_MAX = 1e-4, 0.9999
+
+
 @dataclass
 class CGNOutput:
     mask: torch.Tensor        # (B, 1, H, W) in (0, 1)
@@ -123,7 +126,8 @@ class SmallCGN(nn.Module):
         if y.dim() == 0:
             y = y.expand(n)
         if y.shape != (n,) or y.dtype.is_floating_point:
-            raise ValueError(f"CGN labels must be {n} integer class ids, got shape {tuple(y.shape)}")
+            raise ValueError(f"CGN labels must be {n} integer class ids, got shape "
+                             f"{tuple(y.shape)}")
         if n and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
             raise ValueError(f"CGN labels must be in [0, {self.num_classes})")
         return y.long()

@@ -16,7 +16,6 @@ Heavy imports (torch, torchvision) happen inside the command, so the CLI starts 
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -90,20 +89,23 @@ def _small_defaults(presets, name) -> str:
     return f"default {shown(d)}; --preset reference: {shown(r)}"
 
 
-def _field_flags(p, g) -> None:
-    """The flags that set config fields: help and defaults read from the fields."""
+def _field_flags(p, g, presets, large) -> None:
+    """The flags that set config fields (the --large-only ones in group `g`): help and defaults
+    read from the fields, the presets and the large configs (`_presets`)."""
     from ..cgn_config import CGNConfig, CGNTrainConfig, LargeCGNLossConfig, LargeCGNTrainConfig
+    from ..config_fields import field_help
     from .recipes import add_unset_field_flag, shown
 
-    presets, large = _presets()
     classes = {"train": LargeCGNTrainConfig, "loss": LargeCGNLossConfig}
     for dest, name, big in _SMALL_FIELDS:
         cls = CGNConfig if name == "ch" else CGNTrainConfig
         more = ""
         if big is not None:
-            f = next(f for f in dataclasses.fields(classes[big[0]]) if f.name == big[1])
-            more = (f"; --large: {f.metadata['help']} (default "
-                    f"{shown(getattr(large[big[0]], big[1]))})")
+            meaning = field_help(classes[big[0]], big[1])
+            value = shown(getattr(large[big[0]], big[1]))
+            more = (f"; --large: default {value}"   # the same meaning is said once
+                    if meaning == field_help(cls, name) else
+                    f"; --large: {meaning} (default {value})")
         add_unset_field_flag(p, dest, cls, name, defaults=_small_defaults(presets, name),
                              more=more)
     add_unset_field_flag(p, "feature_net", CGNTrainConfig, metavar="small|vgg16:PATH|none",
@@ -112,15 +114,17 @@ def _field_flags(p, g) -> None:
                               "cache file vgg16-397923af.pth")
     for dest, (kind, name), metavar in _LARGE_FIELDS:
         value = getattr(large[kind], name)
+        more = (f"; the bounds (low, high): {shown(large['loss'].mask_interval)}"
+                if name == "mask" else "")
         add_unset_field_flag(g, dest, classes[kind], name, defaults=f"default {shown(value)}",
-                             metavar=metavar,
+                             more=more, metavar=metavar,
                              type=str if isinstance(value, tuple) else type(value))
 
 
 def register(sub) -> None:
     from ..data.sources import source_help
 
-    presets, _ = _presets()
+    presets, large = _presets()
     d, r = presets["default", None][1], presets["reference", None]
     p = sub.add_parser("cgn", help="train a counterfactual generative network (CGN): the small "
                                    "one, or the large-image one with --large",
@@ -145,8 +149,8 @@ def register(sub) -> None:
                         "rewritten with every checkpoint, BigGAN's own image as a fifth row")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g = _large_flags(p)
-    _field_flags(p, g)
+    g = _large_flags(p, large["train"])
+    _field_flags(p, g, presets, large)
     add_config_flag(p)
     p.set_defaults(func=cgn_main)
     # `genint-fast cgn import ...`: an optional sub-command; without it `cgn` trains
@@ -166,13 +170,15 @@ def register(sub) -> None:
     i.set_defaults(func=import_main)
 
 
-def _large_flags(p):
-    """The large-image CGN's own flags that are not config fields; returns their group."""
+def _large_flags(p, large):
+    """The large-image CGN's own flags that are not config fields; returns their group.
+    `large`: the default LargeCGNTrainConfig, which the group's description sums up."""
     g = p.add_argument_group(
         "large-image CGN (--large)",
         "Three trainable copies of a pretrained BigGAN-deep and the frozen original, masks from a "
         "frozen U^2-Net, the reference's losses (genint_fast.cgn.large); defaults are the "
-        "reference's ImageNet run (LargeCGNTrainConfig: days on a GPU). "
+        f"reference's ImageNet run ({large.updates} updates of {large.accumulate} accumulated "
+        f"batches of {large.batch_size}: days on a GPU). "
         "Also read: --out, --steps, --batch-size, --lambda-mask, --feature-net, --seed, "
         "--checkpoint-every, --log-every, --no-resume, --samples, --device, --threads.")
     g.add_argument("--large", action="store_true",

@@ -55,7 +55,9 @@ def shown(value) -> str:
     """A config value as --help shows it (tuples and lists comma-separated, floats short)."""
     if isinstance(value, (list, tuple)):
         return ",".join(shown(v) for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):   # 8e-06 -> 8e-6
+        return re.sub(r"e([+-])0+(?=\d)", r"e\1", f"{value:g}")
+    return str(value)
 
 
 def add_unset_field_flag(p, dest, cls, name=None, *, defaults=None, more="", flag=None,
