@@ -213,6 +213,16 @@ def test_cli_demo_flags_are_demo_config_fields():
         assert demo.get_default(name) is None, name
 
 
+def test_cli_demo_unset_flags_read_their_field_s_type():
+    """A field whose default is None (`float | None`) gives its flag the annotation's type."""
+    from genint_fast.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--scale", "2", "--cgn-checkpoint", "c.pt"])
+    assert args.scale == 2.0 and isinstance(args.scale, float) and args.cgn_checkpoint == "c.pt"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--scale", "big"])
+
+
 # ------------------------------------------------------------------------ DALI is optional
 
 def test_dali_is_an_optional_extra():

@@ -15,8 +15,6 @@ _FIELD_FLAGS = (("seeds", None, None), ("steps", None, None), ("gan_steps", None
                 ("intervention_style", "--style", None), ("intervention_mode", "--mode", None),
                 ("lambda1", None, None), ("lambda2", None, None), ("generated_only", None, "N"),
                 ("select", None, None), ("threads", None, None), ("jobs", None, None))
-# fields whose default is None: the type their flag reads
-_NONE_TYPES = {"scale": float, "cgn_checkpoint": str}
 
 
 def register(subparsers) -> None:
@@ -48,8 +46,6 @@ def register(subparsers) -> None:
                               "run")
     for name, flag, metavar in _FIELD_FLAGS:
         kw = {"metavar": metavar} if metavar else {}
-        if name in _NONE_TYPES:
-            kw["type"] = _NONE_TYPES[name]
         more = "; also sets lambda1_transfer" if name == "lambda1" else ""
         defaults = {"scale": f"default: chosen among {shown(cfg.scale_candidates)}",
                     "cgn_checkpoint": "default: none, the demo trains one"}.get(name)

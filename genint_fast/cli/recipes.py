@@ -60,20 +60,28 @@ def shown(value) -> str:
     return str(value)
 
 
+_TYPES = {"int": int, "float": float, "str": str}
+
+
 def add_unset_field_flag(p, dest, cls, name=None, *, defaults=None, more="", flag=None,
                          **kw) -> None:
     """A --flag for field `name` (default: `dest`) of config dataclass `cls` whose default stays
     None, for commands that must know whether the flag was given (presets, resumed checkpoints
     supply the value otherwise). Its help is the field's own, then `defaults` (where the value
     comes from when the flag is left out; default: the field's default), then `more`; its type
-    and choices are the field's, unless `kw` says otherwise (metavar, type). `flag` names the
-    flag when it is not --<dest>."""
+    (of the default, or of the annotation `T | None` when the default is None) and choices are
+    the field's, unless `kw` says otherwise (metavar, type). `flag` names the flag when it is
+    not --<dest>."""
     from ..config_fields import field_default
 
     f = next(f for f in dataclasses.fields(cls) if f.name == (name or dest))
     default = field_default(f)
     if "type" not in kw and isinstance(default, (int, float)) and not isinstance(default, bool):
         kw["type"] = type(default)
+    elif "type" not in kw and default is None:   # `float | None`: the flag reads a float
+        kinds = [t.strip() for t in str(f.type).split("|") if t.strip() != "None"]
+        if len(kinds) == 1 and kinds[0] in _TYPES:
+            kw["type"] = _TYPES[kinds[0]]
     if "choices" in f.metadata:
         kw.setdefault("choices", f.metadata["choices"])
     if defaults is None:
