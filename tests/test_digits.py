@@ -14,7 +14,7 @@ from genint_fast.data.export import export_biased_digits
 
 # the variants whose nuisance ids are drawn from a palette; hue's id is the bin of a continuous
 # hue that overlaps the neighbouring classes by design (tests/test_hue.py)
-DISCRETE = tuple(v for v in D.RHO_VARIANTS if v != "hue")
+DISCRETE = tuple(v for v in D.RHO_VARIANTS if v not in D.CONTINUOUS_VARIANTS)
 
 
 def _fg_bg(ds):

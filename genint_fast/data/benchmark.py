@@ -3,7 +3,7 @@ builds it). Nothing heavy is imported here, so that `genint-fast --help` reads t
 instead of copies."""
 from __future__ import annotations
 
-VARIANTS = ("colored", "double-colored", "wildlife", "cmnist", "hue")
+VARIANTS = ("colored", "double-colored", "wildlife", "cmnist", "hue", "rotation")
 # Earlier names still accepted (one release): canonical_variant() maps them.
 VARIANT_ALIASES = {"textured": "wildlife"}
 SHAPE_SOURCES = ("mnist", "sklearn")
@@ -16,7 +16,10 @@ SPLITS = ("train", "test-id", "test-ood", "val", "val-ood")
 # What an export writes unless told otherwise.
 EXPORT_SPLITS = SPLITS[:4]
 # The variants whose nuisances follow the class with probability rho (cmnist has environments).
-RHO_VARIANTS = ("colored", "double-colored", "wildlife", "hue")
+RHO_VARIANTS = ("colored", "double-colored", "wildlife", "hue", "rotation")
+# The variants whose nuisance is a continuous value (BiasedDigits.nuisance_value), drawn around a
+# class-specific mean: GenInt's premise of a nuisance that varies within each class.
+CONTINUOUS_VARIANTS = ("hue", "rotation")
 NUM_CLASSES = 10          # digit classes (every variant but cmnist labels by them)
 # DomainBed's ColoredMNIST: colour-flip probability per environment (two training, one test)
 # and the label noise.

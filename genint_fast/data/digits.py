@@ -27,6 +27,12 @@ nuisances that are tied to the class with probability rho (default 1.0, as the C
   that vary within ImageNet classes in the same way for every class (colour shifts, viewpoint,
   zoom). ``nuisance_value`` holds each hue; the nuisance id is its bin (the nearest class mean),
   which the group and reader measures use.
+- ``rotation``: a geometric nuisance that varies within each class, GenInt's viewpoint / pose:
+  the white digit (black background) is rotated by an angle drawn around its class's mean angle
+  -45 + 10 c degrees with Gaussian spread 4 degrees (on top of the writer's own slant), so
+  neighbouring classes' angles overlap; with probability 1 - rho, and always in test-ood, the
+  angle is uniform on [-50, 50] degrees. ``nuisance_value`` holds each angle (degrees,
+  counter-clockwise as displayed); the nuisance id is the nearest class mean.
   DomainBed builds it from 70000 digits at 14x14 in two channels; here 5000 digits make it, each
   shown many times under fresh colour and label draws.
 
@@ -52,6 +58,7 @@ import torch
 # The benchmark's names, splits and sizes live in .benchmark (torch-free); they stay importable
 # from here, where most code reads them.
 from .benchmark import (CMNIST_CLASSES, CMNIST_ENVIRONMENTS, CMNIST_LABEL_NOISE,  # noqa: F401
+                        CONTINUOUS_VARIANTS,
                         DEFAULT_RHO, DEFAULT_SIZES, EXPORT_SPLITS, NUM_CLASSES, RHO_VARIANTS,
                         SHAPE_SOURCES, SIZE, SPLITS, VARIANT_ALIASES, VARIANTS, canonical_variant)
 from .shapes import digit_masks, place_masks, pool_of, shape_pools
@@ -64,6 +71,12 @@ COLOR_SD = 0.02 ** 0.5
 # hue: the stroke hue's spread around its class's mean hue c / 10 (neighbouring means are 0.1
 # apart, so the classes' hue ranges overlap: the nearest mean names the class ~90% of the time)
 HUE_SD = 0.03
+# rotation: class c's mean angle is ROTATION_MEANS[c] (degrees, 10 apart), spread ROTATION_SD;
+# the angle of a digit not tied to its class (and of every test-ood digit) is uniform on
+# +- ROTATION_RANGE.
+ROTATION_MEANS = np.linspace(-45.0, 45.0, NUM_CLASSES)
+ROTATION_SD = 4.0
+ROTATION_RANGE = 50.0
 DOUBLE_COLOR_SD = 0.01
 COLOR_JITTER = 0.05
 BACKGROUND_JITTER = 0.02
@@ -101,7 +114,8 @@ class BiasedDigits:
     source:    int64 (N,), index of the digit (in the `shapes` source) the shape comes from
     environment: int64 (N,), cmnist's environment index into CMNIST_ENVIRONMENTS (None for the
                other variants)
-    nuisance_value: float32 (N,), the hue variant's stroke hue in [0, 1) (None otherwise)
+    nuisance_value: float32 (N,), the continuous nuisance: the hue variant's stroke hue in [0, 1),
+               the rotation variant's angle in degrees (None for the other variants)
     """
 
     images: torch.Tensor
@@ -225,6 +239,29 @@ def hue_bin(hue: np.ndarray) -> np.ndarray:
     return (np.rint(np.asarray(hue) * NUM_CLASSES).astype(np.int64) % NUM_CLASSES)
 
 
+def angle_bin(angle: np.ndarray) -> np.ndarray:
+    """The class whose mean angle (ROTATION_MEANS) is nearest: the rotation variant's id."""
+    step = ROTATION_MEANS[1] - ROTATION_MEANS[0]
+    return np.clip(np.rint((np.asarray(angle) - ROTATION_MEANS[0]) / step), 0,
+                   NUM_CLASSES - 1).astype(np.int64)
+
+
+def rotate_masks(mask: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """(n, H, W) masks rotated about the image centre by `angle` degrees (counter-clockwise as
+    displayed, rows downward), bilinear, zeros outside."""
+    a = torch.from_numpy(np.deg2rad(np.asarray(angle, np.float64))).float()
+    c, s = torch.cos(a), torch.sin(a)
+    # affine_grid maps output (x right, y down) to input coordinates: input = R(angle) output,
+    # with y pointing down, so a positive angle turns the image counter-clockwise on screen.
+    theta = torch.stack([torch.stack([c, -s, torch.zeros_like(c)], 1),
+                         torch.stack([s, c, torch.zeros_like(c)], 1)], 1)
+    x = torch.from_numpy(np.ascontiguousarray(mask, np.float32))[:, None]
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                                          align_corners=False)
+    return out[:, 0].numpy()
+
+
 def _draw_nuisance(labels: np.ndarray, rho: float, rng: np.random.Generator):
     follows = rng.random(labels.size) < rho
     random_ids = rng.integers(0, NUM_CLASSES, labels.size)
@@ -285,6 +322,14 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         hue = np.where(stroke_follows, around, rng.random(n)) % 1.0
         stroke_id = hue_bin(hue)
         img = mask * hue_to_rgb(hue)[:, None, None, :]
+    elif variant == "rotation":
+        bg_id = np.full(n, -1, np.int64)
+        bg_follows = np.zeros(n, bool)
+        around = ROTATION_MEANS[labels] + rng.normal(0.0, ROTATION_SD, n)
+        hue = np.where(stroke_follows, around,
+                       rng.uniform(-ROTATION_RANGE, ROTATION_RANGE, n))     # the angle
+        stroke_id = angle_bin(hue)
+        img = np.repeat(rotate_masks(mask[..., 0], hue)[..., None], 3, axis=3)
     elif variant == "double-colored":
         bg_id, bg_follows = _draw_nuisance(labels, rho_eff, rng)
         fg = colour(STROKE_PALETTE, stroke_id, DOUBLE_COLOR_SD, COLOR_JITTER)
