@@ -231,6 +231,7 @@ def interventions_main(args) -> int:
                                 train_readers)
     from ..intervene import ObservationalSampler, draw_images, matched_norm_scale
 
+    from ..data.benchmark import CONTINUOUS_VARIANTS
     from ..data.sources import parse_source
 
     src = parse_source(args.data, must_exist=False)
@@ -258,15 +259,15 @@ def interventions_main(args) -> int:
             latent_scale=factor)
     real = _real(args)
     ref = None
-    if variant == "hue":    # the hue read from the pixels, against the training split's
+    if variant in CONTINUOUS_VARIANTS:     # the nuisance's value against the training split's
         from ..data.digits import make_biased_digits
-        from ..diagnostics.nuisance import hue_reference
+        from ..diagnostics.nuisance import value_reference
 
         train = make_biased_digits(variant, "train", src.rho)
-        ref = hue_reference(train.float_images(), train.labels)
-    rows = {"real (validation split)": measure_images(readers, *real, hue_reference=ref)}
+        ref = value_reference(readers, train.float_images(), train.labels)
+    rows = {"real (validation split)": measure_images(readers, *real, reference=ref)}
     for name, s in sets.items():
-        rows[name] = measure_images(readers, *draw_images(s, args.n), hue_reference=ref)
+        rows[name] = measure_images(readers, *draw_images(s, args.n), reference=ref)
     print(format_measures_table({"rows": rows}))
     _write(args, {"analysis": "interventions", "readers_accuracy": readers.accuracy,
                   "rows": rows, "args": vars(args) | {"func": None}})

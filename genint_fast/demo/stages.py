@@ -172,17 +172,17 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
     """Nuisance-label agreement and class consistency (genint_fast.diagnostics.nuisance) of the
     training images, the GAN's observational samples (gan-aug's truncation too), the selected
     interventions and the two controls."""
-    from ..diagnostics.nuisance import cached_readers, hue_reference, measure_images
+    from ..diagnostics.nuisance import cached_readers, measure_images, value_reference
     from ..intervene import ObservationalSampler, draw_images
 
     kw = dict(class_steps=60, nuisance_steps=40, n=600) if cfg.quick else {}
     readers = cached_readers(cfg.variant, out / "readers.pt", log=log, data_seed=cfg.data_seed,
                              **kw)
     n = cfg.measure_n
-    ref = (hue_reference(train.float_images(), train.labels) if cfg.variant == "hue"
-           else None)       # the continuous nuisance, read from the pixels
+    # a continuous nuisance (hue, rotation): its values in the training images (else None)
+    ref = value_reference(readers, train.float_images(), train.labels)
     rows = {"training images": measure_images(readers, train.float_images()[:n],
-                                              train.labels[:n], hue_reference=ref)}
+                                              train.labels[:n], reference=ref)}
     sets = {"observational (t = %g)" % cfg.truncation:
             ObservationalSampler(gen, truncation=cfg.truncation, seed=21),
             "gan-aug samples (t = %g)" % cfg.gan_aug_truncation:
@@ -194,7 +194,7 @@ def _measures(cfg: DemoConfig, gen, directions, train, scale, out: Path, log) ->
             "matched norm (control)":
             _intervention_sampler(gen, directions, cfg, scale, 25, control="matched-norm")}
     for name, sampler in sets.items():
-        rows[name] = measure_images(readers, *draw_images(sampler, n), hue_reference=ref)
+        rows[name] = measure_images(readers, *draw_images(sampler, n), reference=ref)
     for name, r in rows.items():
         log(f"  {name:32s} " + "  ".join(f"{k} {100 * v:.1f}%" for k, v in r.items()
                                          if k != "n"))

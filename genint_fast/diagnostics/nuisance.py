@@ -16,11 +16,13 @@ For a set of labelled images (generated with label y):
 - class consistency: the share the class reader reads as y. An intervention that destroys the
   digit also drives agreement down, so both are reported together.
 
-For a continuous nuisance (the ``hue`` variant) the hue is read from the pixels (`read_hue`) and
-`hue_measures` gives how well the class can be predicted from the hue alone (the nearest class
-mean, the Bayes rule for the variant's equal spreads; chance 10%) and how far each class's hues
-moved: the share of images whose hue falls outside their class's central 95% range in the
-real training images.
+For a continuous nuisance (the ``hue`` and ``rotation`` variants) the value is read from each
+image (`read_values`: the hue from the pixels, `read_hue`; the angle by a third net, the angle
+reader, trained like the others on fine angle bins and read as the softmax-weighted mean of the
+bin centres) and `value_measures` gives how well the class can be predicted from the value
+alone (the nearest class mean, the Bayes rule for the variants' equal spreads; chance 10%) and
+how far each class's values moved: the share of images whose value falls outside their class's
+central 95% range in the real training images.
 """
 from __future__ import annotations
 
@@ -33,13 +35,16 @@ from .shape import fit_reader
 
 __all__ = ["Readers", "train_readers", "save_readers", "load_readers", "cached_readers",
            "agreement", "consistency", "measure_images", "format_measures_table",
-           "read_hue", "hue_measures", "hue_reference", "READER_SEED_OFFSET"]
+           "read_hue", "hue_measures", "value_measures", "read_values", "value_reference",
+           "READER_SEED_OFFSET", "ANGLE_BIN"]
 
 # The readers' benchmark instance: data_seed + this offset (train split for fitting, test-id
 # split for their held-out accuracy; both at rho = 0).
 READER_SEED_OFFSET = 7919
 READERS_FORMAT = "genint_fast.readers.v1"
 TARGETS = {"stroke": 0, "background": 1}
+# The angle reader's bins (degrees): centres -50, -47.5, ..., 50 over the rotation variant's range.
+ANGLE_BIN = 2.5
 
 
 def _normalise(x):
@@ -52,6 +57,7 @@ class Readers:
     class_reader: torch.nn.Module
     nuisance_readers: dict          # {"stroke": net, "background": net (not for colored)}
     accuracy: dict                  # held-out top-1 of each reader on its own instance
+    angle_reader: torch.nn.Module | None = None    # the rotation variant's angle (fine bins)
 
     @torch.no_grad()
     def read(self, images, which="class", batch_size=500) -> torch.Tensor:
@@ -66,12 +72,36 @@ class Readers:
             out.append(net(_normalise(x.clamp(0, 1))).argmax(1))
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
+    @torch.no_grad()
+    def read_angle(self, images, batch_size=500) -> torch.Tensor:
+        """(N,) rotation angles in degrees of images in [0, 1]: the angle reader's
+        softmax-weighted mean of its bin centres."""
+        if self.angle_reader is None:
+            raise ValueError(f"the {self.variant} readers have no angle reader (only the "
+                             f"rotation variant's do)")
+        centres = _angle_centres()
+        out = []
+        for i in range(0, images.shape[0], batch_size):
+            x = images[i:i + batch_size].float().cpu().clamp(0, 1)
+            p = self.angle_reader(_normalise(x)).softmax(1)
+            out.append(p @ centres)
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+def _angle_centres() -> torch.Tensor:
+    from ..data.digits import ROTATION_RANGE
+
+    n = int(round(2 * ROTATION_RANGE / ANGLE_BIN)) + 1
+    return torch.linspace(-ROTATION_RANGE, ROTATION_RANGE, n)
+
 
 def train_readers(variant="colored", *, data_seed=0, n=6000, class_steps=1000,
                   nuisance_steps=300, batch_size=64, seed=0) -> Readers:
     """Fit the class reader and the nuisance reader(s) of `variant` and measure each on held-out
     decorrelated images (about 2 minutes on 2 cores at the defaults; the class reader reaches
-    about 97% on colored digits, the nuisance readers about 100%)."""
+    about 97% on colored digits, the nuisance readers about 100%). The rotation variant's
+    nuisance readers (the angle's bin and the angle reader) train for class_steps each: an
+    angle is harder to read than a colour."""
     from ..data.digits import make_biased_digits
 
     s = int(data_seed) + READER_SEED_OFFSET
@@ -85,16 +115,27 @@ def train_readers(variant="colored", *, data_seed=0, n=6000, class_steps=1000,
         targets[name] = (train.nuisance[:, col], held.nuisance[:, col])
     nets, acc = {}, {}
     for k, (name, (y, yh)) in enumerate(targets.items()):
-        net = fit_reader(x, y, class_steps if name == "class" else nuisance_steps, batch_size,
-                         seed + k, shift=2)
+        # a colour is read in a few steps; an angle takes as many as the digit's class
+        steps = nuisance_steps if name != "class" and variant != "rotation" else class_steps
+        net = fit_reader(x, y, steps, batch_size, seed + k, shift=2)
         with torch.no_grad():
             acc[name] = (net(_normalise(xh)).argmax(1) == yh).float().mean().item()
         nets[name] = net
-    return Readers(variant, nets.pop("class"), nets, acc)
+    readers = Readers(variant, nets.pop("class"), nets, acc)
+    if train.variant == "rotation":     # the angle itself: fine bins, as many steps as the class
+        centres = _angle_centres()
+        fine = (train.nuisance_value[:, None] - centres).abs().argmin(1)
+        readers.angle_reader = fit_reader(x, fine, class_steps, batch_size, seed + len(targets),
+                                          shift=2, num_classes=centres.numel())
+        err = readers.read_angle(xh) - held.nuisance_value
+        acc["angle_mean_abs_error_deg"] = err.abs().mean().item()
+    return readers
 
 
-HUE_COLUMNS = {"class_from_hue": "class from hue alone (%)",
-               "outside_class_range": "hue outside its class's training range (%)"}
+# A continuous nuisance's measures (value_measures) and their column titles; NAME: hue / angle.
+VALUE_COLUMNS = {"class_from_": "class from {} alone (%)",
+                 "outside_class_range": "{} outside its class's training range (%)"}
+VALUE_NAMES = {"hue": "hue", "rotation": "angle"}
 
 
 def format_measures_table(measures: dict) -> str:
@@ -103,9 +144,12 @@ def format_measures_table(measures: dict) -> str:
     rows = measures["rows"]
     first = next(iter(rows.values()))
     keys = [k for k in first if k.startswith("agreement_")]
-    extra = [k for k in HUE_COLUMNS if k in first]
+    value = next((k[len("class_from_"):] for k in first if k.startswith("class_from_")), None)
+    extra = [] if value is None else [f"class_from_{value}", "outside_class_range"]
+    titles = [VALUE_COLUMNS["class_from_" if k.startswith("class_from_") else k].format(value)
+              for k in extra]
     head = ("| images | " + " | ".join(f"nuisance-label agreement, {k[10:]} (%)" for k in keys)
-            + " | class consistency (%) |" + "".join(f" {HUE_COLUMNS[k]} |" for k in extra))
+            + " | class consistency (%) |" + "".join(f" {t} |" for t in titles))
     lines = [head, "|---" * (len(keys) + 2 + len(extra)) + "|"]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{100 * r[k]:.1f}" for k in keys)
@@ -131,32 +175,60 @@ def read_hue(images) -> torch.Tensor:
     return torch.where(w.sum((1, 2)) > 0, hue, torch.full_like(hue, float("nan")))
 
 
-def _hue_deviation(hue, labels, num_classes=10):
-    """Signed circular distance of each hue from its class's mean hue, in [-0.5, 0.5)."""
-    return (hue - labels.float() / num_classes + 0.5) % 1.0 - 0.5
+def _deviation(value, labels, variant, num_classes=10):
+    """Signed distance of each value from its class's mean: circular for hue (in [-0.5, 0.5)),
+    degrees for rotation."""
+    if variant == "hue":
+        return (value - labels.float() / num_classes + 0.5) % 1.0 - 0.5
+    from ..data.digits import ROTATION_MEANS
+
+    return value - torch.as_tensor(ROTATION_MEANS, dtype=torch.float32)[labels]
 
 
-def hue_measures(hue, labels, ref_hue, ref_labels, *, coverage=0.95, num_classes=10) -> dict:
-    """{"class_from_hue", "outside_class_range", "hue_read"}: the share of images whose nearest
-    class-mean hue is their label, the share outside their class's central `coverage` range of
-    hue deviations in the reference images (the real training images), and the share whose hue
-    could be read at all (the others count as wrong and outside)."""
+def _nearest_class(value, variant, num_classes=10):
+    if variant == "hue":
+        return torch.round(value * num_classes).long() % num_classes
+    from ..data.digits import angle_bin
+
+    return torch.from_numpy(angle_bin(value.numpy()))
+
+
+def value_measures(value, labels, ref_value, ref_labels, variant="hue", *, coverage=0.95,
+                   num_classes=10) -> dict:
+    """{"class_from_<name>", "outside_class_range", "<name>_read"} of a continuous nuisance
+    (variant "hue": name hue, values in [0, 1) on the colour circle; "rotation": name angle, in
+    degrees): the share of images whose nearest class mean is their label, the share outside
+    their class's central `coverage` range of deviations from the class mean in the reference
+    images (the real training images), and the share whose value could be read at all (NaN:
+    the others count as wrong and outside)."""
+    if variant not in VALUE_NAMES:
+        raise ValueError(f"variant {variant!r} has no continuous nuisance; use one of "
+                         f"{', '.join(VALUE_NAMES)}")
+    name = VALUE_NAMES[variant]
     labels, ref_labels = labels.long().cpu(), ref_labels.long().cpu()
-    ok = ~torch.isnan(hue)
-    nearest = torch.round(hue.nan_to_num(0.0) * num_classes).long() % num_classes
-    dev = _hue_deviation(hue.nan_to_num(0.0), labels, num_classes)
-    ref_dev = _hue_deviation(ref_hue, ref_labels, num_classes)
+    value, ref_value = value.float().cpu(), ref_value.float().cpu()
+    ok = ~torch.isnan(value)
+    nearest = _nearest_class(value.nan_to_num(0.0), variant, num_classes)
+    dev = _deviation(value.nan_to_num(0.0), labels, variant, num_classes)
+    ref_dev = _deviation(ref_value, ref_labels, variant, num_classes)
     q = torch.tensor([(1 - coverage) / 2, (1 + coverage) / 2])
     lo, hi = torch.zeros(num_classes), torch.zeros(num_classes)
     for c in range(num_classes):
         d = ref_dev[(ref_labels == c) & ~torch.isnan(ref_dev)]
         if d.numel() == 0:
-            raise ValueError(f"the reference images hold no readable hue of class {c}")
+            raise ValueError(f"the reference images hold no readable {name} of class {c}")
         lo[c], hi[c] = torch.quantile(d, q)
     outside = (dev < lo[labels]) | (dev > hi[labels]) | ~ok
-    return {"class_from_hue": ((nearest == labels) & ok).float().mean().item(),
+    return {f"class_from_{name}": ((nearest == labels) & ok).float().mean().item(),
             "outside_class_range": outside.float().mean().item(),
-            "hue_read": ok.float().mean().item()}
+            f"{name}_read": ok.float().mean().item()}
+
+
+def hue_measures(hue, labels, ref_hue, ref_labels, *, coverage=0.95, num_classes=10) -> dict:
+    """value_measures for the hue variant: {"class_from_hue", "outside_class_range",
+    "hue_read"}."""
+    return value_measures(hue, labels, ref_hue, ref_labels, "hue", coverage=coverage,
+                          num_classes=num_classes)
 
 
 def save_readers(readers: Readers, path) -> None:
@@ -164,7 +236,9 @@ def save_readers(readers: Readers, path) -> None:
 
     save_atomic({"format": READERS_FORMAT, "variant": readers.variant,
                  "accuracy": readers.accuracy, "class": readers.class_reader.state_dict(),
-                 "nuisance": {k: v.state_dict() for k, v in readers.nuisance_readers.items()}},
+                 "nuisance": {k: v.state_dict() for k, v in readers.nuisance_readers.items()},
+                "angle": (None if readers.angle_reader is None
+                          else readers.angle_reader.state_dict())},
                 path)
 
 
@@ -175,11 +249,13 @@ def load_readers(path) -> Readers:
     state = load_state(path, READERS_FORMAT, "measuring readers")
 
     def net(sd):
-        m = SmallCNN(10)
+        m = SmallCNN(sd["head.weight"].shape[0])
         m.load_state_dict(sd)
         return m.eval()
+    angle = state.get("angle")
     return Readers(state["variant"], net(state["class"]),
-                   {k: net(v) for k, v in state["nuisance"].items()}, state["accuracy"])
+                   {k: net(v) for k, v in state["nuisance"].items()}, state["accuracy"],
+                   None if angle is None else net(angle))
 
 
 def cached_readers(variant, path, *, log=print, **kwargs) -> Readers:
@@ -189,7 +265,7 @@ def cached_readers(variant, path, *, log=print, **kwargs) -> Readers:
     path = Path(path)
     if path.is_file():
         r = load_readers(path)
-        if r.variant == variant:
+        if r.variant == variant and (variant != "rotation" or r.angle_reader is not None):
             return r
     log(f"training the measuring readers for {variant} (class and nuisance, rho = 0 data)")
     r = train_readers(variant, **kwargs)
@@ -208,19 +284,31 @@ def consistency(readers: Readers, images, labels) -> float:
     return (readers.read(images, "class") == labels.cpu()).float().mean().item()
 
 
-def measure_images(readers: Readers, images, labels, *, hue_reference=None) -> dict:
+def measure_images(readers: Readers, images, labels, *, reference=None) -> dict:
     """{"agreement_<nuisance>": ..., "consistency": ..., "n": N} for images in [0, 1]; with
-    hue_reference = (hues, labels) of the real training images (the hue variant), the
-    hue_measures too."""
+    reference = value_reference(...) of the real training images (a continuous-nuisance
+    variant), the value_measures too."""
     out = {f"agreement_{name}": agreement(readers, images, labels, name)
            for name in readers.nuisance_readers}
     out["consistency"] = consistency(readers, images, labels)
     out["n"] = int(labels.numel())
-    if hue_reference is not None:
-        out.update(hue_measures(read_hue(images), labels, *hue_reference))
+    if reference is not None:
+        out.update(value_measures(read_values(readers, images), labels, *reference,
+                                  readers.variant))
     return out
 
 
-def hue_reference(images, labels) -> tuple:
-    """(hues read from the pixels, labels) of real images: hue_measures' reference."""
-    return read_hue(images), labels.long().cpu()
+def read_values(readers: Readers, images) -> torch.Tensor:
+    """(N,) continuous nuisance of images in [0, 1]: the hue from the pixels (hue variant), the
+    angle by the angle reader (rotation variant)."""
+    if readers.variant == "hue":
+        return read_hue(images)
+    return readers.read_angle(images)
+
+
+def value_reference(readers: Readers, images, labels):
+    """(values read, labels) of real images, value_measures' reference; None for a variant
+    without a continuous nuisance."""
+    if readers.variant not in VALUE_NAMES:
+        return None
+    return read_values(readers, images), labels.long().cpu()

@@ -30,15 +30,15 @@ def digit_shapes(split="train", n=4000, seed=0, shapes="mnist"):
     return x, torch.from_numpy(targets[src])
 
 
-def fit_reader(x, y, steps, batch_size=64, seed=0, shift=0):
-    """A measuring net: a SmallCNN(10) fitted to images x in [0, 1] and labels y with Adam
+def fit_reader(x, y, steps, batch_size=64, seed=0, shift=0, num_classes=10):
+    """A measuring net: a SmallCNN(num_classes) fitted to images x in [0, 1] and labels y with Adam
     (lr 3e-3), seeded; shift > 0 rolls each batch by up to +-shift pixels so the net does not
     depend on where the digit sits. Returned in eval()."""
     from ..classifier.models import SmallCNN
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = SmallCNN(10)
+        net = SmallCNN(num_classes)
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(seed)
     net.train()
