@@ -80,8 +80,8 @@ def test_angle_reader_round_trip_and_measures(tmp_path):
     back = load_readers(tmp_path / "r.pt")
     tr = make_biased_digits("rotation", "val", n=100)
     x = tr.float_images()
-    got = back.read_angle(x)
-    assert torch.allclose(got, readers.read_angle(x))
+    got = back.read_angle(x, tr.labels)
+    assert torch.allclose(got, readers.read_angle(x, tr.labels))
     assert got.shape == (100,) and got.abs().max().item() <= ROTATION_RANGE
     ref = value_reference(back, x, tr.labels)
     rows = {"val": measure_images(back, x, tr.labels, reference=ref)}
@@ -91,4 +91,4 @@ def test_angle_reader_round_trip_and_measures(tmp_path):
     colored = train_readers("colored", class_steps=2, nuisance_steps=2, n=100)
     assert value_reference(colored, x, tr.labels) is None
     with pytest.raises(ValueError, match="no angle reader"):
-        colored.read_angle(x)
+        colored.read_angle(x, tr.labels)
