@@ -92,3 +92,10 @@ def test_angle_reader_round_trip_and_measures(tmp_path):
     assert value_reference(colored, x, tr.labels) is None
     with pytest.raises(ValueError, match="no angle reader"):
         colored.read_angle(x, tr.labels)
+
+
+def test_the_demo_report_says_why_each_variant():
+    from genint_fast.demo.config import WHY_VARIANT, why_variant
+
+    assert "viewpoint" in why_variant("rotation") and "colour shifts" in why_variant("hue")
+    assert why_variant("colored") == WHY_VARIANT == why_variant("wildlife")

@@ -26,7 +26,8 @@ import importlib
 _WHERE = {
     "CGN_METHODS": "config", "CGN_TARGETS": "config", "COMBINED": "config", "CONTROLS":
     "config", "DEFAULT_METHODS": "config", "DemoConfig": "config", "GAN_METHODS": "config",
-    "METHODS": "config", "WHY_VARIANT": "config", "quick_config": "config",
+    "METHODS": "config", "WHY_VARIANT": "config", "WHY_VARIANTS": "config",
+    "why_variant": "config", "quick_config": "config",
     "_bar_plot": "report", "_cgn_settings": "report", "_cgn_verdict": "report", "_ci95":
     "report", "_gan_sections": "report", "_generated_only_section": "report", "_mean_std":
     "report", "_relative_mce_vs_erm": "report", "_robustness_note": "report",

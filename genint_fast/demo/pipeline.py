@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from .config import CGN_METHODS, GAN_METHODS, WHY_VARIANT, DemoConfig
+from .config import CGN_METHODS, GAN_METHODS, DemoConfig, why_variant
 from .report import (_bar_plot, _cgn_verdict, _ci95, _mean_std, _relative_mce_vs_erm, _verdict,
                      _write_markdown, format_results_table, machine_line)
 from .runs import (_figure_trainer, _group_scores, _JobPool, _parallel_runs, _run_model,
@@ -140,7 +140,8 @@ def _run_stages(cfg: DemoConfig, out: Path, train, tests, corrupted, pool, t_sta
     for key in ("methods", "scale_candidates", "transfer_steps"):
         cfg_dict[key] = list(getattr(cfg, key))
     results = {
-        "format": "genint_fast.demo.v1", "config": cfg_dict, "why_variant": WHY_VARIANT,
+        "format": "genint_fast.demo.v1", "config": cfg_dict,
+        "why_variant": why_variant(cfg.variant),
         "machine": machine_line(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "torch_threads": torch.get_num_threads(), "gan": found["gan"],

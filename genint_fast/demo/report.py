@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 
-from .config import CGN_TARGETS, DemoConfig, WHY_VARIANT
+from .config import CGN_TARGETS, DemoConfig, why_variant
 
 
 def _mean_std(values):
@@ -260,7 +260,8 @@ def _gan_sections(results: dict) -> list:
         "## What the interventions do", "",
         "Measured with two readers trained on a separate decorrelated (rho = 0) instance of the "
         "benchmark and never used in training (held-out accuracy: " + ", ".join(
-            f"{k} {100 * v:.1f}%" for k, v in results["measures"]["readers_accuracy"].items())
+            f"{k} {v:.1f}" if k.endswith("_deg") else f"{k} {100 * v:.1f}%"
+            for k, v in results["measures"]["readers_accuracy"].items())
         + "). Agreement: share of images whose nuisance, as read, equals their label (chance "
         "10%; the training images agree about rho + (1 - rho) / 10). Class consistency: share "
         "the class reader reads as the asked class. An intervention that works drives agreement "
@@ -304,7 +305,7 @@ def _write_markdown(results: dict, path: Path):
         f"Wall time: {results['wall_s']:.0f} s ({'quick' if c['quick'] else 'full'} mode)", "",
         f"Benchmark: biased digits, variant `{c['variant']}`, rho {c['rho']}, "
         f"{c['train_size']} training images, {c['test_size']} per test split.", "",
-        f"Why this variant: {WHY_VARIANT}", "",
+        f"Why this variant: {results.get('why_variant') or why_variant(c['variant'])}", "",
         format_results_table(results), "",
         "OOD worst-group: the lowest top-1 over the OOD split's (class, stroke colour id) "
         "groups of at least 5 images; average-group: their mean (`genint_fast.eval.groups`). "
