@@ -504,6 +504,9 @@ def test_presets_load_and_match_the_reference_facts():
     ref = SmallCGN(REFERENCE_CONFIG("colored"))
     assert {k: v.shape for k, v in SmallCGN(mc).state_dict().items()} == {
         k: v.shape for k, v in ref.state_dict().items()}
+    # strokes on black (cmnist, hue, rotation) get the colored settings, not the textured ones
+    for variant in ("cmnist", "hue", "rotation"):
+        assert preset_configs("default", variant) == preset_configs("default", "colored")
     with pytest.raises(ValueError, match="unknown CGN preset"):
         preset_configs("fast")
 
