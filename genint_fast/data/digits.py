@@ -310,7 +310,7 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         return np.clip(c, 0.0, 1.0)[:, None, None, :]
 
     stroke_id, stroke_follows = _draw_nuisance(labels, rho_eff, rng)
-    hue = None
+    value = None   # the continuous nuisance (hue, angle)
     if variant == "colored":
         bg_id = np.full(n, -1, np.int64)
         bg_follows = np.zeros(n, bool)
@@ -319,17 +319,17 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         bg_id = np.full(n, -1, np.int64)
         bg_follows = np.zeros(n, bool)
         around = labels / NUM_CLASSES + rng.normal(0.0, HUE_SD, n)
-        hue = np.where(stroke_follows, around, rng.random(n)) % 1.0
-        stroke_id = hue_bin(hue)
-        img = mask * hue_to_rgb(hue)[:, None, None, :]
+        value = np.where(stroke_follows, around, rng.random(n)) % 1.0
+        stroke_id = hue_bin(value)
+        img = mask * hue_to_rgb(value)[:, None, None, :]
     elif variant == "rotation":
         bg_id = np.full(n, -1, np.int64)
         bg_follows = np.zeros(n, bool)
         around = ROTATION_MEANS[labels] + rng.normal(0.0, ROTATION_SD, n)
-        hue = np.where(stroke_follows, around,
-                       rng.uniform(-ROTATION_RANGE, ROTATION_RANGE, n))     # the angle
-        stroke_id = angle_bin(hue)
-        img = np.repeat(rotate_masks(mask[..., 0], hue)[..., None], 3, axis=3)
+        value = np.where(stroke_follows, around,  # the angle
+                         rng.uniform(-ROTATION_RANGE, ROTATION_RANGE, n))
+        stroke_id = angle_bin(value)
+        img = np.repeat(rotate_masks(mask[..., 0], value)[..., None], 3, axis=3)
     elif variant == "double-colored":
         bg_id, bg_follows = _draw_nuisance(labels, rho_eff, rng)
         fg = colour(STROKE_PALETTE, stroke_id, DOUBLE_COLOR_SD, COLOR_JITTER)
@@ -349,7 +349,7 @@ def make_biased_digits(variant: str = "colored", split: str = "train",
         follows=torch.from_numpy(np.stack([stroke_follows, bg_follows], 1)),
         source=torch.from_numpy(source),
         variant=variant, split=split, rho=rho_eff, seed=seed, shapes=shapes,
-        nuisance_value=None if hue is None else torch.from_numpy(hue.astype(np.float32)),
+        nuisance_value=None if value is None else torch.from_numpy(value.astype(np.float32)),
     )
 
 
