@@ -66,13 +66,7 @@ class Readers:
     def read(self, images, which="class", batch_size=500) -> torch.Tensor:
         """Predicted ids for images in [0, 1], (N, 3, 32, 32)."""
         net = self.class_reader if which == "class" else self.nuisance_readers[which]
-        out = []
-        for i in range(0, images.shape[0], batch_size):
-            x = images[i:i + batch_size].float().cpu()
-            if tuple(x.shape[-2:]) != (32, 32):
-                x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True,
-                                  align_corners=False)
-            out.append(net(_normalise(x.clamp(0, 1))).argmax(1))
+        out = [net(x).argmax(1) for x in _reader_batches(images, batch_size)]
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
     @torch.no_grad()
@@ -86,12 +80,21 @@ class Readers:
         centres = _angle_centres()
         labels = labels.long().cpu()
         out = []
-        for i in range(0, images.shape[0], batch_size):
-            x = images[i:i + batch_size].float().cpu().clamp(0, 1)
-            y = labels[i:i + batch_size]
-            logits = self.angle_reader(_normalise(x)).view(len(y), -1, centres.numel())
+        for i, x in enumerate(_reader_batches(images, batch_size)):
+            y = labels[i * batch_size:(i + 1) * batch_size]
+            logits = self.angle_reader(x).view(len(y), -1, centres.numel())
             out.append(logits[torch.arange(len(y)), y].softmax(1) @ centres)
         return torch.cat(out) if out else torch.zeros(0)
+
+
+def _reader_batches(images, batch_size):
+    """Images in [0, 1] as the readers' inputs: batches at 32x32, normalised."""
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i:i + batch_size].float().cpu()
+        if tuple(x.shape[-2:]) != (32, 32):
+            x = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True,
+                              align_corners=False)
+        yield _normalise(x.clamp(0, 1))
 
 
 def _angle_centres() -> torch.Tensor:
