@@ -391,7 +391,8 @@ def test_cli_defaults_per_variant_and_overrides():
     assert tc.style_weights == [0.05, 0.1, 0.01, 0.0] and tc.lr_g == tc.lr_d == 1e-3
     assert tc.style_scale == 50.0            # small feature net; 5e3 (reference) for vgg16
     mc, tc = _configs(args, None, 4, None)                 # an image folder: the colored choices
-    assert (mc.disc, mc.init, mc.init_gain, mc.num_classes) == ("mlp", "orthogonal", 0.1, 4)
+    assert (mc.disc, mc.init, mc.init_gain, mc.num_classes) == ("mlp+colour-free", "orthogonal",
+                                                                0.1, 4)
     assert tc.lambda_mask == 0.5                            # (given on the command line)
     # the reference preset: the authors' small CGN, flags still override
     args = build_parser().parse_args(["cgn", "--data", "digits:wildlife", "--out", "x",
@@ -413,7 +414,8 @@ def test_cli_trains_resumes_and_writes_the_sheet(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     summary = json.loads(lines[-1])
     assert summary["steps"] == 2 and summary["classes"] == ["a", "b"]
-    assert summary["model_config"]["disc"] == "mlp" and summary["train_config"]["lambda_mask"] == 0.1
+    assert summary["model_config"]["disc"] == "mlp+colour-free"
+    assert summary["train_config"]["lambda_mask"] == 0.1
     assert 0 < summary["mask"]["mean"] < 1 and summary["mask"]["n"] == 500
     assert any(line.startswith("cgn step 2/2") for line in lines)
     cgn = load_cgn(ckpt)
@@ -467,7 +469,7 @@ def test_cli_bad_inputs_end_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "m2.pt").exists()
 
 
-@pytest.mark.parametrize("disc", ["mlp", "conv", "projection"])
+@pytest.mark.parametrize("disc", ["mlp", "mlp+colour-free", "conv", "projection"])
 @pytest.mark.parametrize("sn", [True, False])
 def test_discriminators_score_each_image_and_spectral_norm_is_applied(disc, sn):
     from genint_fast.cgn import build_discriminator
@@ -486,6 +488,30 @@ def test_discriminators_score_each_image_and_spectral_norm_is_applied(disc, sn):
         assert not normed
     # the label matters: the same image scored under another class differs
     assert not torch.allclose(d.eval()(x, y), d(x, (y + 1) % 4))
+
+
+def test_colour_free_view_ignores_stroke_colour_and_its_branch_sees_only_it():
+    from genint_fast.cgn.small import ColourFreeBranchDiscriminator, colour_free
+
+    torch.manual_seed(0)
+    stroke = (torch.rand(2, 1, 32, 32) > 0.8).float()
+    red = stroke * torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1) * 2 - 1
+    blue = stroke * torch.tensor([0.2, 0.3, 0.5]).view(1, 3, 1, 1) * 2 - 1
+    assert torch.allclose(colour_free(red), colour_free(blue), atol=1e-3)
+    # on a coloured background, and with the brighter colour inside or outside the stroke
+    g, p = torch.tensor([0.2, 0.8, 0.3]).view(1, 3, 1, 1), torch.tensor([0.9, 0.9, 0.7])
+    on_green = (stroke * p.view(1, 3, 1, 1) + (1 - stroke) * g) * 2 - 1
+    dark_on_pale = (stroke * g + (1 - stroke) * p.view(1, 3, 1, 1)) * 2 - 1
+    assert torch.allclose(colour_free(red), colour_free(on_green), atol=1e-3)
+    assert torch.allclose(colour_free(red), colour_free(dark_on_pale), atol=1e-3)
+    assert not torch.allclose(colour_free(red), colour_free(stroke.roll(3, -1) * 2 - 1))
+    d = ColourFreeBranchDiscriminator(CGNConfig(num_classes=4)).eval()
+    y = torch.tensor([0, 1])
+    # the two images differ only in colour: the colour-free branch scores them alike, the
+    # full branch does not
+    assert torch.allclose(d.shape(colour_free(red), y), d.shape(colour_free(blue), y), atol=1e-3)
+    assert not torch.allclose(d(red, y), d(blue, y))
+    assert torch.allclose(d(red, y), d.full(red, y) + d.shape(colour_free(red), y))
 
 
 def test_presets_load_and_match_the_reference_facts():
@@ -507,6 +533,16 @@ def test_presets_load_and_match_the_reference_facts():
     # strokes on black (cmnist, hue, rotation) get the colored settings, not the textured ones
     for variant in ("cmnist", "hue", "rotation"):
         assert preset_configs("default", variant) == preset_configs("default", "colored")
+    # the default preset's measured departures from the reference; the reference keeps its own
+    mc, tc = preset_configs("default", "colored")
+    assert mc.disc == "mlp+colour-free" and preset_configs("default", "double-colored")[0].disc \
+        == "mlp"
+    mc, tc = preset_configs("default", "wildlife")
+    assert (mc.init, mc.init_gain, tc.lambda_mask, mc.disc) == ("orthogonal", 0.1, 0.1, "mlp")
+    mc, tc = preset_configs("reference", "wildlife")
+    assert (mc.init, mc.init_gain, tc.lambda_mask, mc.disc) == ("normal", 0.03, 0.3, "conv")
+    mc, _ = preset_configs("default", "colored", model_overrides={"disc": "mlp"})
+    assert mc.disc == "mlp"                                # overrides still win
     with pytest.raises(ValueError, match="unknown CGN preset"):
         preset_configs("fast")
 

@@ -174,14 +174,15 @@ class MLPDiscriminator(nn.Module):
     MLP sees the image alone, and the score is w . phi(x) + embed(y) . phi(x), so every class
     gets its own template over the last hidden features (disc="mlp-projection")."""
 
-    def __init__(self, config: CGNConfig | None = None, width=512, projection=False):
+    def __init__(self, config: CGNConfig | None = None, width=512, projection=False,
+                 in_channels=3):
         super().__init__()
         c = config or CGNConfig()
         self.projection = bool(projection)
         label_in = 0 if self.projection else c.num_classes
         self.embed = nn.Embedding(c.num_classes, width if self.projection else c.num_classes)
         self.net = nn.Sequential(
-            nn.Linear(3 * 32 * 32 + label_in, width), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(in_channels * 32 * 32 + label_in, width), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(width, 1))
@@ -191,6 +192,32 @@ class MLPDiscriminator(nn.Module):
             h = self.net[:-1](x.flatten(1))
             return self.net[-1](h).squeeze(1) + (self.embed(y).to(h.dtype) * h).sum(1)
         return self.net(torch.cat([x.flatten(1), self.embed(y).to(x.dtype)], 1)).squeeze(1)
+
+
+def colour_free(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, 1, H, W): each pixel's colour distance from the image's median colour
+    (per channel), standardised per image. A stroke on a plain background reads the same whatever
+    the two colours and which is brighter."""
+    ref = x.flatten(2).median(2).values[..., None, None]
+    g = (x - ref).norm(dim=1, keepdim=True)
+    mean = g.mean((2, 3), keepdim=True)
+    return (g - mean) / (g.std((2, 3), keepdim=True) + 1e-4)
+
+
+class ColourFreeBranchDiscriminator(nn.Module):
+    """The MLP discriminator plus a second MLP on the colour-free view of the image (colour_free)
+    with the same label input; the score is the sum of the two (disc="mlp+colour-free"). When
+    the colour alone names the class (rho 1), the full branch can check the label by colour; the
+    colour-free branch can only check it by the drawn shape, so the masks are pushed to draw the
+    asked class (not in the reference)."""
+
+    def __init__(self, config: CGNConfig | None = None, width=512):
+        super().__init__()
+        self.full = MLPDiscriminator(config, width)
+        self.shape = MLPDiscriminator(config, width, in_channels=1)
+
+    def forward(self, x, y):
+        return self.full(x, y) + self.shape(colour_free(x), y)
 
 
 class ConvDiscriminator(nn.Module):
@@ -223,6 +250,8 @@ def build_discriminator(config: CGNConfig) -> nn.Module:
         return ProjectionDiscriminator(SmallGANConfig(num_classes=config.num_classes))
     if config.disc in ("mlp", "mlp-projection"):
         d = MLPDiscriminator(config, projection=config.disc == "mlp-projection")
+    elif config.disc == "mlp+colour-free":
+        d = ColourFreeBranchDiscriminator(config)
     else:
         d = ConvDiscriminator(config)
     if config.d_spectral_norm:
