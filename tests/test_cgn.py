@@ -575,3 +575,19 @@ def test_the_failed_decomposition_warning_fires_on_a_hand_made_failure():
     assert any("almost empty" in w for w in decomposition_warnings(empty))
     soft = mask_statistics(_cgn_with_masks(lambda n: torch.full((n, 1, 32, 32), 0.3)))
     assert any("near 0 or 1" in w for w in decomposition_warnings(soft))
+    # the failure of the reference preset at 48k steps: some classes draw a frame (the
+    # texture carries their digit), the rest decompose; the average hides it, the per-class
+    # border does not
+    cgn = SmallCGN(CGNConfig(ch=8)).eval()
+    framed = (2, 7)
+    cgn.mask = lambda u, y: torch.where(
+        sum(y == c for c in framed).bool().view(-1, 1, 1, 1), 1 - disc(len(y)),
+        disc(len(y))).clamp(MASK_MIN, MASK_MAX)
+    stats = mask_statistics(cgn)
+    assert stats["border_mean"] < 0.5 and stats["border_by_class"][2] > 0.9
+    assert stats["border_by_class"][0] < 0.01
+    warnings = decomposition_warnings(stats, 0.18)
+    assert [w for w in warnings if "cover the image border" in w] == [
+        "the masks of 2 classes (2, 7) cover the image border (mean mask > 0.5 on the outer 2 "
+        "pixels): for them the shape mechanism draws the background, not the object"]
+    assert not any("classes" in w for w in decomposition_warnings(good, 0.18))

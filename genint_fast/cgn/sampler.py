@@ -114,8 +114,9 @@ class CounterfactualSampler:
 
 @torch.no_grad()
 def mask_statistics(cgn: SmallCGN, n=500, seed=0) -> dict:
-    """Mean mask value, share of near-binary pixels (< 0.1 or > 0.9) and mean binary entropy
-    (bits) over n masks of uniformly drawn classes: what the report shows when CGN falls short."""
+    """Mean mask value, share of near-binary pixels (< 0.1 or > 0.9), mean binary entropy (bits)
+    and mean mask on the outer 2-pixel ring (overall and per class; None for a class not drawn)
+    over n masks of uniformly drawn classes: what the report shows when CGN falls short."""
     from .train import mask_entropy
 
     g = torch.Generator(device=cgn.device).manual_seed(seed)
@@ -123,9 +124,12 @@ def mask_statistics(cgn: SmallCGN, n=500, seed=0) -> dict:
     m = cgn.eval().mask(cgn.sample_noise(n, g), y)
     border = torch.ones_like(m[:1], dtype=torch.bool)
     border[..., 2:-2, 2:-2] = False            # the outer 2-pixel ring of the image
+    ring = m[border.expand_as(m)].view(n, -1).mean(1)
+    by_class = [ring[y == c].mean().item() if (y == c).any() else None
+                for c in range(cgn.num_classes)]
     return {"mean": m.mean().item(), "binary_share": ((m < 0.1) | (m > 0.9)).float().mean().item(),
             "entropy_bits": mask_entropy(m).item(),
-            "border_mean": m[border.expand_as(m)].mean().item(), "n": n}
+            "border_mean": ring.mean().item(), "border_by_class": by_class, "n": n}
 
 
 def decomposition_warnings(stats: dict, foreground_share: float | None = None) -> list:
@@ -138,6 +142,13 @@ def decomposition_warnings(stats: dict, foreground_share: float | None = None) -
     if border > 0.5:
         out.append(f"the masks cover the image border (mean mask {border:.2f} on the outer "
                    f"2 pixels): the shape mechanism draws the background, not the object")
+    else:
+        framed = [c for c, b in enumerate(stats.get("border_by_class") or [])
+                  if b is not None and b > 0.5]
+        if framed:
+            out.append(f"the masks of {len(framed)} classes ({', '.join(map(str, framed))}) "
+                       f"cover the image border (mean mask > 0.5 on the outer 2 pixels): for "
+                       f"them the shape mechanism draws the background, not the object")
     if foreground_share is not None and not 0.5 * foreground_share <= mean <= 2 * foreground_share:
         out.append(f"the mean mask ({mean:.2f}) is far from the data's foreground share "
                    f"({foreground_share:.2f})")
