@@ -390,6 +390,11 @@ def test_cli_defaults_per_variant_and_overrides():
     assert (mc.init_gain, mc.ch, tc.lambda_mask, tc.steps) == (0.1, 8, 0.5, 7)
     assert tc.style_weights == [0.05, 0.1, 0.01, 0.0] and tc.lr_g == tc.lr_d == 1e-3
     assert tc.style_scale == 50.0            # small feature net; 5e3 (reference) for vgg16
+    args = build_parser().parse_args(["cgn", "--data", "digits:colored", "--out", "x",
+                                      "--disc", "mlp"])
+    assert _configs(args, "colored", 10, None)[0].disc == "mlp"
+    args = build_parser().parse_args(["cgn", "--data", "digits:colored", "--out", "x",
+                                      "--lambda-mask", "0.5", "--ch", "8", "--steps", "7"])
     mc, tc = _configs(args, None, 4, None)                 # an image folder: the colored choices
     assert (mc.disc, mc.init, mc.init_gain, mc.num_classes) == ("mlp+colour-free", "orthogonal",
                                                                 0.1, 4)
@@ -512,6 +517,15 @@ def test_colour_free_view_ignores_stroke_colour_and_its_branch_sees_only_it():
     assert torch.allclose(d.shape(colour_free(red), y), d.shape(colour_free(blue), y), atol=1e-3)
     assert not torch.allclose(d(red, y), d(blue, y))
     assert torch.allclose(d(red, y), d.full(red, y) + d.shape(colour_free(red), y))
+    # the branch joins over the warm-up: absent before it, half-way in its middle, whole after
+    start, end = d.WARM_UP
+    d.warm_up(0)
+    assert torch.equal(d(red, y), d.full(red, y))
+    d.warm_up((start + end) // 2)
+    assert torch.allclose(d(red, y), d.full(red, y) + 0.5 * d.shape(colour_free(red), y))
+    d.warm_up(end + 10)
+    assert torch.allclose(d(red, y), d.full(red, y) + d.shape(colour_free(red), y))
+    assert "branch_weight" not in d.state_dict()           # derived from the step, not saved
 
 
 def test_presets_load_and_match_the_reference_facts():
@@ -534,9 +548,8 @@ def test_presets_load_and_match_the_reference_facts():
     for variant in ("cmnist", "hue", "rotation"):
         assert preset_configs("default", variant) == preset_configs("default", "colored")
     # the default preset's measured departures from the reference; the reference keeps its own
-    mc, tc = preset_configs("default", "colored")
-    assert mc.disc == "mlp+colour-free" and preset_configs("default", "double-colored")[0].disc \
-        == "mlp"
+    assert preset_configs("default", "colored")[0].disc == "mlp+colour-free"
+    assert preset_configs("default", "double-colored")[0].disc == "mlp"
     mc, tc = preset_configs("default", "wildlife")
     assert (mc.init, mc.init_gain, tc.lambda_mask, mc.disc) == ("orthogonal", 0.1, 0.1, "mlp")
     mc, tc = preset_configs("reference", "wildlife")

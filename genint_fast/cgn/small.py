@@ -211,13 +211,27 @@ class ColourFreeBranchDiscriminator(nn.Module):
     colour-free branch can only check it by the drawn shape, so the masks are pushed to draw the
     asked class (not in the reference)."""
 
+    # the branch joins after the plain MLP has let the masks form, ramped in linearly: started
+    # together, its masks covered the background in two of five colored runs (README)
+    WARM_UP = (500, 1000)
+
     def __init__(self, config: CGNConfig | None = None, width=512):
         super().__init__()
         self.full = MLPDiscriminator(config, width)
         self.shape = MLPDiscriminator(config, width, in_channels=1)
+        self.register_buffer("branch_weight", torch.ones(()), persistent=False)
+
+    def warm_up(self, step: int) -> None:
+        """Set the colour-free branch's weight for training step `step` (0 before WARM_UP[0],
+        1 from WARM_UP[1]); a module never warmed up scores with weight 1."""
+        start, end = self.WARM_UP
+        self.branch_weight.fill_(min(max((step - start) / (end - start), 0.0), 1.0))
 
     def forward(self, x, y):
-        return self.full(x, y) + self.shape(colour_free(x), y)
+        score = self.full(x, y)
+        if float(self.branch_weight) == 0.0:
+            return score
+        return score + self.branch_weight * self.shape(colour_free(x), y)
 
 
 class ConvDiscriminator(nn.Module):

@@ -197,6 +197,8 @@ def _train_step(p: _CGNParts, tc, num_classes, images, labels, fnet, layer_w, st
     """One generator step, then one discriminator step, on a batch drawn from p.rng; returns
     the losses and the mask mean."""
     G, D, rng = p.G, p.D, p.rng
+    if hasattr(D, "warm_up"):      # a discriminator whose parts join over the first steps
+        D.warm_up(step)
     n, bs, device = images.shape[0], tc.batch_size, images.device
     idx = torch.randint(n, (bs,), generator=rng, device=device)
     real, y = images[idx], labels[idx]

@@ -37,7 +37,7 @@ _SMALL_FIELDS = (("steps", "steps", ("train", "updates")),
                  ("batch_size", "batch_size", ("train", "batch_size")),
                  ("lr_g", "lr_g", None), ("lr_d", "lr_d", None),
                  ("lambda_mask", "lambda_mask", ("loss", "binary")),
-                 ("ch", "ch", None), ("seed", "seed", ("train", "seed")),
+                 ("ch", "ch", None), ("disc", "disc", None), ("seed", "seed", ("train", "seed")),
                  ("checkpoint_every", "checkpoint_every", ("train", "checkpoint_every")),
                  ("log_every", "log_every", ("train", "log_every")))
 # --large only: --flag -> (config, field), metavar
@@ -52,7 +52,9 @@ _LARGE_FIELDS = (("accumulate", ("train", "accumulate"), "N"),
                  ("lambda_texture", ("loss", "texture"), "W,W,W,W"),
                  ("lambda_background", ("loss", "background"), "W"))
 # (flag attribute, CGNTrainConfig field) of the training settings the command line may override
-_TRAIN_FLAGS = tuple((dest, name) for dest, name, _ in _SMALL_FIELDS if name != "ch") + (
+_MODEL_FLAGS = ("ch", "disc")   # CGNConfig fields; the others are CGNTrainConfig's
+_TRAIN_FLAGS = tuple((dest, name) for dest, name, _ in _SMALL_FIELDS
+                     if name not in _MODEL_FLAGS) + (
     ("feature_net", "feature_net"),)
 
 
@@ -98,7 +100,7 @@ def _field_flags(p, g, presets, large) -> None:
 
     classes = {"train": LargeCGNTrainConfig, "loss": LargeCGNLossConfig}
     for dest, name, big in _SMALL_FIELDS:
-        cls = CGNConfig if name == "ch" else CGNTrainConfig
+        cls = CGNConfig if name in _MODEL_FLAGS else CGNTrainConfig
         more = ""
         if big is not None:
             meaning = field_help(classes[big[0]], big[1])
@@ -261,7 +263,7 @@ def _configs(args, variant, num_classes, state):
 
     train_over = {field: getattr(args, attr) for attr, field in _TRAIN_FLAGS
                   if getattr(args, attr) is not None}
-    model_over = {"ch": args.ch} if args.ch is not None else {}
+    model_over = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
     if state is not None:
         mc = dict(state["model_config"], num_classes=num_classes, **model_over)
         tc = dict(state["train_config"], **train_over)
