@@ -93,7 +93,8 @@ _CLASSES = {"train": cgn_config.LargeCGNTrainConfig, "loss": cgn_config.LargeCGN
 def _field_flags():
     """(dest, config class, field, the --large (class, field) or None) of every `cgn` flag that
     sets a config field."""
-    rows = [(dest, cgn_config.CGNConfig if name == "ch" else cgn_config.CGNTrainConfig, name,
+    model = cli_cgn._MODEL_FLAGS              # the CGNConfig fields; the rest are training's
+    rows = [(dest, cgn_config.CGNConfig if name in model else cgn_config.CGNTrainConfig, name,
              None if big is None else (_CLASSES[big[0]], big[1]))
             for dest, name, big in cli_cgn._SMALL_FIELDS]
     rows.append(("feature_net", cgn_config.CGNTrainConfig, "feature_net", None))
