@@ -168,9 +168,9 @@ REFERENCE_STEPS = 48000
 FOLDER_VARIANT = "colored"
 # The default preset's departures from the reference's per-variant choices, each measured by
 # the masks' shape consistency on the training split at 3000 steps (README, CGN section):
-# colored: the colour-free discriminator branch, joining after 500 steps, 90-94% in four runs
-# (the plain MLP: 86-89%; started with the MLP it failed in two of five); on double-colored the
-# branch made the masks cover the background, so that variant keeps the plain MLP. wildlife:
+# colored: the colour-free discriminator branch, joining after 500 steps, 90-94% in five runs
+# (the plain MLP: 86-89%; started with the MLP it failed in two of five); double-colored keeps
+# the plain MLP (without the warm-up the branch failed there; with it, one run: 91.6%). wildlife:
 # the colored initialisation and mask weight, 57% (the reference's normal 0.03 and 0.3: 14%).
 DEFAULT_CHOICES = {"colored": ({"disc": "mlp+colour-free"}, {}),
                    "wildlife": ({"init": "orthogonal", "init_gain": 0.1}, {"lambda_mask": 0.1})}
