@@ -219,17 +219,17 @@ class ColourFreeBranchDiscriminator(nn.Module):
         super().__init__()
         self.full = MLPDiscriminator(config, width)
         self.shape = MLPDiscriminator(config, width, in_channels=1)
-        self.register_buffer("branch_weight", torch.ones(()), persistent=False)
+        self.branch_weight = 1.0   # set from the step (warm_up), so not saved in checkpoints
 
     def warm_up(self, step: int) -> None:
         """Set the colour-free branch's weight for training step `step` (0 before WARM_UP[0],
         1 from WARM_UP[1]); a module never warmed up scores with weight 1."""
         start, end = self.WARM_UP
-        self.branch_weight.fill_(min(max((step - start) / (end - start), 0.0), 1.0))
+        self.branch_weight = min(max((step - start) / (end - start), 0.0), 1.0)
 
     def forward(self, x, y):
         score = self.full(x, y)
-        if float(self.branch_weight) == 0.0:
+        if self.branch_weight == 0.0:     # a Python float: no device sync per call
             return score
         return score + self.branch_weight * self.shape(colour_free(x), y)
 
