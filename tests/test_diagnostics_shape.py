@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genint_fast.diagnostics.shape import digit_shapes, shape_consistency, train_shape_reader
+from genint_fast.diagnostics.shape import (digit_shapes, mask_transfer, shape_consistency,
+                                           train_shape_reader)
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,9 @@ class _StubCGN:
     num_classes = 10
     device = torch.device("cpu")
 
-    def __init__(self, shift):
-        x, y = digit_shapes("test", n=2000, seed=0)
-        self.by_class = [x[y == c][:, :1] for c in range(10)]
+    def __init__(self, shift, split="test", per_class=None):
+        x, y = digit_shapes(split, n=2000, seed=0)
+        self.by_class = [x[y == c][:per_class, :1] for c in range(10)]
         self.shift = shift
 
     def eval(self):
@@ -46,3 +47,16 @@ def test_consistency_is_high_for_faithful_shapes_and_low_for_wrong_ones(reader):
     wrong = shape_consistency(_StubCGN(3), net, n=500)   # every mask is class + 3's shape
     assert faithful > 0.8 and faithful == pytest.approx(acc, abs=0.1)
     assert wrong < 0.15
+
+
+def test_mask_transfer_separates_varied_shapes_from_collapsed_ones():
+    """Masks drawn from many real train-pool shapes per class teach a net to read held-out digits
+    about as well as real digits do; masks that collapse to 2 shapes per class (each one its
+    class, so shape consistency would be perfect) teach much less."""
+    torch.set_num_threads(1)
+    varied, real = mask_transfer(_StubCGN(0, "train"), steps=150, n=2000, test_n=500)
+    collapsed, none = mask_transfer(_StubCGN(0, "train", per_class=2), steps=150, n=2000,
+                                    test_n=500, real=False)
+    assert none is None and real > 0.7
+    assert varied > real - 0.1
+    assert collapsed < varied - 0.3
