@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from genint_fast.diagnostics.shape import (digit_shapes, mask_transfer, shape_consistency,
+from genint_fast.diagnostics.shape import (cgn_shape_diversity, digit_shapes, mask_transfer,
+                                           shape_consistency, shape_diversity,
                                            train_shape_reader)
 
 
@@ -60,3 +61,22 @@ def test_mask_transfer_separates_varied_shapes_from_collapsed_ones():
     assert none is None and real > 0.7
     assert varied > real - 0.1
     assert collapsed < varied - 0.3
+
+
+def test_shape_diversity_is_zero_for_one_shape_and_one_for_disjoint_shapes():
+    a = torch.zeros(1, 1, 4, 4)
+    a[..., :2, :] = 1
+    b = 1 - a                                              # disjoint from a
+    same = torch.cat([a, a, a, b, b])
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    assert shape_diversity(same, labels, num_classes=2) == 0.0
+    mixed = torch.cat([a, b, a, b])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert shape_diversity(mixed, labels, num_classes=2) == pytest.approx(1.0)
+
+
+def test_cgn_shape_diversity_is_lower_for_collapsed_shapes():
+    varied, real = cgn_shape_diversity(_StubCGN(0, "train"), n=1000)
+    collapsed, _ = cgn_shape_diversity(_StubCGN(0, "train", per_class=2), n=1000)
+    assert varied == pytest.approx(real, abs=0.05)
+    assert collapsed < 0.5 * varied

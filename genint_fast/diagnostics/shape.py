@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "cached_shape_reader",
-           "shape_consistency", "mask_transfer"]
+           "shape_consistency", "mask_transfer", "shape_diversity", "cgn_shape_diversity"]
 
 
 def digit_shapes(split="train", n=4000, seed=0, shapes="mnist"):
@@ -132,3 +132,30 @@ def mask_transfer(cgn, steps=750, n=4000, seed=0, test_n=1000, digit_to_class=No
         with torch.no_grad():
             accs.append((net((xt - 0.5) / 0.5).argmax(1) == yt).float().mean().item())
     return accs[0], (accs[1] if real else None)
+
+
+def shape_diversity(masks, labels, per_class=200, num_classes=10) -> float:
+    """Mean pairwise 1 - IoU of the binarised (> 0.5) masks within each class, averaged over the
+    classes that have at least two (the first `per_class` of each): 0 when a class's masks are all
+    the same shape, higher the more they differ. Compare a CGN's masks with real digit shapes:
+    fewer styles per class show as a lower value (thinner strokes raise it, so read it beside the
+    mask mean)."""
+    per = []
+    for c in range(num_classes):
+        b = (masks[labels == c][:per_class, 0].flatten(1) > 0.5).float()
+        n = b.shape[0]
+        if n < 2:
+            continue
+        inter = b @ b.T
+        area = b.sum(1)
+        iou = inter / (area[:, None] + area[None] - inter).clamp(min=1)
+        per.append(((1 - iou).sum() / (n * (n - 1))).item())   # the diagonal adds 0
+    return sum(per) / len(per) if per else float("nan")
+
+
+def cgn_shape_diversity(cgn, n=4000, seed=0) -> tuple[float, float]:
+    """(shape_diversity of n CGN masks, of n real train-pool digit shapes)."""
+    x, y = _cgn_masks(cgn, n, seed)
+    xr, yr = digit_shapes("train", n=n, seed=seed)
+    return (shape_diversity(x, y, num_classes=cgn.num_classes),
+            shape_diversity(xr, yr, num_classes=cgn.num_classes))
