@@ -55,9 +55,9 @@ def test_mask_transfer_separates_varied_shapes_from_collapsed_ones():
     about as well as real digits do; masks that collapse to 2 shapes per class (each one its
     class, so shape consistency would be perfect) teach much less."""
     torch.set_num_threads(1)
-    varied, real = mask_transfer(_StubCGN(0, "train"), steps=150, n=2000, test_n=500)
+    varied, real = mask_transfer(_StubCGN(0, "train"), steps=150, n=2000, test_n=500, fits=1)
     collapsed, none = mask_transfer(_StubCGN(0, "train", per_class=2), steps=150, n=2000,
-                                    test_n=500, real=False)
+                                    test_n=500, real=False, fits=1)
     assert none is None and real > 0.7
     assert varied > real - 0.1
     assert collapsed < varied - 0.3
