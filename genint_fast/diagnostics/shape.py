@@ -93,17 +93,16 @@ def cached_shape_reader(path, steps=1500, seed=0, log=None):
 def shape_consistency(cgn, reader, n=1000, seed=0, digit_to_class=None) -> float:
     """Share of CGN masks (uniformly drawn classes) that `reader` reads as their class;
     `digit_to_class` maps the reader's digit to the CGN's class where they differ (cmnist)."""
-    g = torch.Generator(device=cgn.device).manual_seed(seed)
-    y = torch.randint(cgn.num_classes, (n,), generator=g, device=cgn.device)
-    m = cgn.eval().mask(cgn.sample_noise(n, g), y).expand(-1, 3, -1, -1).cpu()
+    m, y = _cgn_masks(cgn, n, seed)
     read = reader((m - 0.5) / 0.5).argmax(1)
     if digit_to_class is not None:
         read = digit_to_class(read)
-    return (read == y.cpu()).float().mean().item()
+    return (read == y).float().mean().item()
 
 
 @torch.no_grad()
 def _cgn_masks(cgn, n, seed):
+    """n CGN masks of uniformly drawn classes, (n, 3, H, W) on the CPU, and their classes."""
     g = torch.Generator(device=cgn.device).manual_seed(seed)
     y = torch.randint(cgn.num_classes, (n,), generator=g, device=cgn.device)
     m = cgn.eval().mask(cgn.sample_noise(n, g), y).expand(-1, 3, -1, -1)
