@@ -5,6 +5,7 @@ Everything here is tiny (ch=8, batches of 4-8, a few steps) and runs on one thre
 network is trained (feature_net="none" or a random small_vgg)."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -486,13 +487,57 @@ def test_discriminators_score_each_image_and_spectral_norm_is_applied(disc, sn):
     out = d(x, y)
     assert out.shape == (5,) and torch.isfinite(out).all()
     layers = [m for m in d.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
-    normed = [m for m in layers if hasattr(m, "parametrizations")]
+    normed = [m for m in layers if hasattr(m, "parametrizations") or hasattr(m, "sn_u")]
     if sn or disc == "projection":          # the projection D always has spectral norm
         assert len(normed) == len(layers)
     else:
         assert not normed
     # the label matters: the same image scored under another class differs
     assert not torch.allclose(d.eval()(x, y), d(x, (y + 1) % 4))
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_output_scaled_spectral_norm_matches_torchs_parametrization(kind):
+    """Values, input and weight gradients (first and second order) of spectral_scaled equal
+    those of torch's spectral_norm over several training forwards (the power-iteration vectors
+    advance alike) and in eval; a state dict with the parametrization's keys loads."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    from genint_fast.cgn.small import spectral_scaled
+
+    torch.manual_seed(0)
+    base = (torch.nn.Linear(12, 7) if kind == "linear"
+            else torch.nn.Conv2d(3, 5, 3, stride=2, padding=1))
+    x = torch.randn((4, 12) if kind == "linear" else (4, 3, 9, 9), dtype=torch.float64)
+    base = base.double()
+    theirs = copy.deepcopy(base)
+    torch.manual_seed(1)
+    theirs = spectral_norm(theirs)
+    torch.manual_seed(1)
+    mine = spectral_scaled(base)
+    assert torch.equal(mine.sn_u, theirs.parametrizations.weight[0]._u)
+    for mode in ("train", "train", "train", "eval"):
+        for m in (mine, theirs):
+            m.train(mode == "train")
+        xs = [x.clone().requires_grad_(True) for _ in range(2)]
+        a, b = mine(xs[0]), theirs(xs[1])
+        torch.testing.assert_close(a, b)
+        ga = torch.autograd.grad((a ** 2).sum(), [xs[0], mine.weight], create_graph=True)
+        gb = torch.autograd.grad((b ** 2).sum(),
+                                 [xs[1], theirs.parametrizations.weight.original],
+                                 create_graph=True)
+        for p, q in zip(ga, gb):
+            torch.testing.assert_close(p, q)
+        # second order: the gradient of the input gradient's norm with respect to the weight
+        torch.testing.assert_close(
+            torch.autograd.grad(ga[0].square().sum(), mine.weight)[0],
+            torch.autograd.grad(gb[0].square().sum(), theirs.parametrizations.weight.original)[0])
+    torch.testing.assert_close(mine.sn_v, theirs.parametrizations.weight[0]._v)
+    fresh = spectral_scaled(copy.deepcopy(base))
+    fresh.load_state_dict(theirs.state_dict())
+    assert torch.equal(fresh.sn_v, mine.sn_v) and torch.equal(fresh.weight, mine.weight)
+    with pytest.raises(TypeError, match="nn.Linear or nn.Conv2d"):
+        spectral_scaled(torch.nn.BatchNorm2d(3))
 
 
 def test_colour_free_view_ignores_stroke_colour_and_its_branch_sees_only_it():

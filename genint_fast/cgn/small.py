@@ -199,7 +199,10 @@ def colour_free(x: torch.Tensor) -> torch.Tensor:
     (per channel), standardised per image. A stroke on a plain background reads the same whatever
     the two colours and which is brighter."""
     ref = x.flatten(2).median(2).values[..., None, None]
-    g = (x - ref).norm(dim=1, keepdim=True)
+    # the colour distance as sqrt of the summed squares (a norm over the 3-channel dim is ~20x
+    # slower on CPU); the clamp gives a zero gradient where a pixel equals the median, as
+    # norm's backward does
+    g = (x - ref).square().sum(1, keepdim=True).clamp_min(1e-12).sqrt()
     mean = g.mean((2, 3), keepdim=True)
     return (g - mean) / (g.std((2, 3), keepdim=True) + 1e-4)
 
@@ -269,10 +272,92 @@ def build_discriminator(config: CGNConfig) -> nn.Module:
     else:
         d = ConvDiscriminator(config)
     if config.d_spectral_norm:
-        from torch.nn.utils.parametrizations import spectral_norm
-
         for name, m in list(d.named_modules()):
             for child_name, child in list(m.named_children()):
                 if isinstance(child, (nn.Linear, nn.Conv2d)):
-                    setattr(m, child_name, spectral_norm(child))
+                    setattr(m, child_name, spectral_scaled(child))
     return d
+
+
+# ------------------------------------------------------------------ spectral normalisation
+
+class _SpectralScaled:
+    """Spectral normalisation (Miyato et al., 2018) that divides the layer's *output* by sigma,
+    the power-iteration estimate of the weight's largest singular value, instead of the weight:
+    layer(x; W / sigma) = (layer(x; W) - b) / sigma + b. The values and gradients are those of
+    torch.nn.utils.parametrizations.spectral_norm (one power iteration per training forward,
+    the same draws at wrapping), but no weight-sized tensor is divided in the forward or the
+    backward: on the CGN's MLP discriminator (a 3082 x 512 first layer) a training step is ~15%
+    faster on CPU. Buffers sn_u, sn_v; a state dict saved with the parametrization's key names
+    (parametrizations.weight.original / .0._u / .0._v) loads."""
+
+    eps = 1e-12
+
+    def _init_spectral(self, iterations):
+        w = self.weight.detach().flatten(1)
+        self.register_buffer("sn_u", F.normalize(w.new_empty(w.shape[0]).normal_(0, 1), dim=0,
+                                                 eps=self.eps))
+        self.register_buffer("sn_v", F.normalize(w.new_empty(w.shape[1]).normal_(0, 1), dim=0,
+                                                 eps=self.eps))
+        self._power_iteration(iterations)
+
+    @torch.no_grad()
+    def _power_iteration(self, n=1):
+        w = self.weight.detach().flatten(1)
+        for _ in range(n):
+            F.normalize(torch.mv(w, self.sn_v), dim=0, eps=self.eps, out=self.sn_u)
+            F.normalize(torch.mv(w.t(), self.sn_u), dim=0, eps=self.eps, out=self.sn_v)
+
+    def sigma(self) -> torch.Tensor:
+        """The weight's spectral-norm estimate (a power iteration first in training mode)."""
+        if self.training:
+            self._power_iteration()
+        # clones: a later forward's power iteration must not change what this one's backward reads
+        u, v = self.sn_u.clone(), self.sn_v.clone()
+        return torch.vdot(u, torch.mv(self.weight.flatten(1), v))
+
+    def _scaled(self, out_without_bias, bias_shape):
+        out = out_without_bias / self.sigma()
+        return out if self.bias is None else out + self.bias.view(bias_shape)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "parametrizations.weight."
+        for theirs, mine in (("original", "weight"), ("0._u", "sn_u"), ("0._v", "sn_v")):
+            if old + theirs in state_dict:
+                state_dict[prefix + mine] = state_dict.pop(old + theirs)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class SpectralLinear(_SpectralScaled, nn.Linear):
+    def forward(self, x):
+        return self._scaled(F.linear(x, self.weight), (-1,))
+
+
+class SpectralConv2d(_SpectralScaled, nn.Conv2d):
+    def forward(self, x):
+        return self._scaled(self._conv_forward(x, self.weight, None), (-1, 1, 1))
+
+
+def spectral_scaled(layer: nn.Module) -> nn.Module:
+    """The spectrally normalised copy of an nn.Linear or nn.Conv2d (same weight and bias; its
+    power-iteration vectors drawn from the global RNG, as torch's spectral_norm draws them)."""
+    if type(layer) is nn.Linear:
+        new = torch.nn.utils.skip_init(SpectralLinear, layer.in_features, layer.out_features,
+                                       bias=layer.bias is not None, device=layer.weight.device,
+                                       dtype=layer.weight.dtype)
+    elif type(layer) is nn.Conv2d:
+        new = torch.nn.utils.skip_init(
+            SpectralConv2d, layer.in_channels, layer.out_channels, layer.kernel_size,
+            layer.stride, layer.padding, layer.dilation, layer.groups, layer.bias is not None,
+            layer.padding_mode, device=layer.weight.device, dtype=layer.weight.dtype)
+    else:
+        raise TypeError(f"spectral_scaled takes an nn.Linear or nn.Conv2d, got "
+                        f"{type(layer).__name__}")
+    with torch.no_grad():
+        new.weight.copy_(layer.weight)
+        if layer.bias is not None:
+            new.bias.copy_(layer.bias)
+    # torch's spectral_norm runs 15 power iterations, then registering the parametrization
+    # evaluates it once (one more iteration for a layer in training mode)
+    new._init_spectral(15 + int(layer.training))
+    return new.train(layer.training)
