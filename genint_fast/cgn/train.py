@@ -77,10 +77,8 @@ def _style_loss(net, layer_weights, fake01, real01):
 def _ema_update(ema, model, decay):
     """ema <- decay * ema + (1 - decay) * model for the weights; BatchNorm statistics and
     counters are copied (they are running averages already)."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p, 1.0 - decay)
-    for e, b in zip(ema.buffers(), model.buffers()):
-        e.copy_(b)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    torch._foreach_copy_(list(ema.buffers()), list(model.buffers()))
 
 
 def read_cgn_checkpoint(path):
@@ -154,8 +152,9 @@ def _build_parts(mc, tc, device) -> _CGNParts:
     caller seeds it)."""
     G = SmallCGN(mc).to(device)
     D = build_discriminator(mc).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas))
-    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas))
+    # fused: one pass over each parameter (CPU and CUDA) instead of Adam's op-by-op loop
+    opt_g = torch.optim.Adam(G.parameters(), lr=tc.lr_g, betas=tuple(tc.betas), fused=True)
+    opt_d = torch.optim.Adam(D.parameters(), lr=tc.lr_d, betas=tuple(tc.betas), fused=True)
     rng = torch.Generator(device=device).manual_seed(tc.seed)
     G_ema = None
     if tc.ema > 0:
@@ -209,9 +208,11 @@ def _train_step(p: _CGNParts, tc, num_classes, images, labels, fnet, layer_w, st
             return x
         return x + tc.d_noise * torch.randn(x.shape, generator=rng, device=device)
 
-    # generator step
+    # generator step (D's weights are only read: no gradient is made for them)
     o = G(u, y_gen, rng)
+    D.requires_grad_(False)
     g_adv = F.mse_loss(D(noisy(o.image), y_gen), torch.ones(bs, device=device))
+    D.requires_grad_(True)
     g_mask = mask_entropy(o.mask)
     g_style = (_style_loss(fnet, layer_w, (o.image + 1) / 2, (real + 1) / 2)
                if fnet is not None else o.image.new_zeros(()))
