@@ -117,6 +117,9 @@ class CGNTrainConfig:
                                     "package's net trained on the digits, cached), vgg16:PATH "
                                     "(a torchvision ImageNet VGG16 weights file) or none (no "
                                     "style loss)")
+    lambda_border: float = key(0.0, "weight of the masks' mean on the image's outer 2-pixel "
+                                    "ring: a prior for object-centred images, whose shape never "
+                                    "is the frame (not in the reference; README, CGN section)")
     d_noise: float = key(0.0, "instance noise: N(0, d_noise^2) added to D's inputs")
     ema: float = key(0.0, "> 0: sample from a moving average of the mechanisms' weights with "
                           "this decay, warmed up as min(ema, (1 + t) / (10 + t)) (not in the "
@@ -133,8 +136,9 @@ class CGNTrainConfig:
             raise ValueError("CGN training: steps must be >= 0 and batch_size >= 2")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"CGN training: ema must be in [0, 1), got {self.ema}")
-        if self.lambda_mask < 0 or self.style_scale < 0 or self.d_noise < 0:
-            raise ValueError("CGN training: lambda_mask, style_scale and d_noise must be >= 0")
+        if min(self.lambda_mask, self.style_scale, self.d_noise, self.lambda_border) < 0:
+            raise ValueError("CGN training: lambda_mask, style_scale, d_noise and lambda_border "
+                             "must be >= 0")
         if len(self.style_weights) != 4:
             raise ValueError(f"CGN training: style_weights needs 4 values (one per VGG16 block), "
                              f"got {self.style_weights!r}")

@@ -605,6 +605,49 @@ def test_presets_load_and_match_the_reference_facts():
         preset_configs("fast")
 
 
+def test_border_mean_and_the_border_prior_keeps_masks_off_the_frame(tmp_path):
+    from genint_fast.cgn import mask_statistics
+    from genint_fast.cgn.train import border_mean
+
+    m = torch.zeros(2, 1, 8, 8)
+    m[0] = 1.0                                  # a mask over everything
+    m[1, :, 2:-2, 2:-2] = 1.0                   # a mask inside the 2-pixel ring only
+    assert border_mean(m).tolist() == [1.0, 0.0]
+    m[1, :, 0, :] = 1.0                         # one full row of the ring: 8 of its 48 pixels
+    assert torch.allclose(border_mean(m)[1], torch.tensor(8 / 48))
+    assert torch.allclose(border_mean(m, 1)[1], torch.tensor(8 / 28))
+    # training: the prior lowers the masks' border mean, from the same start and draws
+    x, y = torch.rand(16, 3, 32, 32) * 2 - 1, torch.arange(16) % 4
+    borders = {}
+    for weight in (0.0, 20.0):
+        tc = CGNTrainConfig(steps=12, batch_size=8, feature_net="none", lambda_border=weight,
+                            log_every=0, checkpoint_every=0)
+        out = train_cgn(x, y, tmp_path / f"b{weight}.pt", train_config=tc, log=lambda s: None,
+                        model_config=CGNConfig(num_classes=4, ch=8, init_gain=0.5))
+        assert 0.0 <= out["mask_border"] <= 1.0
+        borders[weight] = mask_statistics(load_cgn(tmp_path / f"b{weight}.pt"))["border_mean"]
+    assert borders[20.0] < 0.5 * borders[0.0], borders
+    with pytest.raises(ValueError, match="lambda_border must be >= 0"):
+        CGNTrainConfig(lambda_border=-1.0)
+
+
+def test_a_checkpoint_older_than_a_training_field_resumes_with_its_default(tmp_path):
+    x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 2
+    mc = CGNConfig(num_classes=2, ch=8)
+    tc = CGNTrainConfig(steps=1, batch_size=4, feature_net="none", log_every=0)
+    train_cgn(x, y, tmp_path / "c.pt", model_config=mc, train_config=tc, log=lambda s: None)
+    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    del state["train_config"]["lambda_border"]          # as written before the field existed
+    torch.save(state, tmp_path / "c.pt")
+    tc2 = CGNTrainConfig(steps=2, batch_size=4, feature_net="none", log_every=0)
+    assert train_cgn(x, y, tmp_path / "c.pt", model_config=mc, train_config=tc2,
+                     log=lambda s: None)["steps"] == 2
+    tc3 = CGNTrainConfig(steps=3, batch_size=4, feature_net="none", log_every=0,
+                         lambda_border=1.0)
+    with pytest.raises(ValueError, match="differ in lambda_border"):
+        train_cgn(x, y, tmp_path / "c.pt", model_config=mc, train_config=tc3, log=lambda s: None)
+
+
 def _cgn_with_masks(mask_fn):
     """A SmallCGN whose shape mechanism is replaced by a hand-made mask."""
     cgn = SmallCGN(CGNConfig(ch=8)).eval()

@@ -117,14 +117,12 @@ def mask_statistics(cgn: SmallCGN, n=500, seed=0) -> dict:
     """Mean mask value, share of near-binary pixels (< 0.1 or > 0.9), mean binary entropy (bits)
     and mean mask on the outer 2-pixel ring (overall and per class; None for a class not drawn)
     over n masks of uniformly drawn classes: what the report shows when CGN falls short."""
-    from .train import mask_entropy
+    from .train import border_mean, mask_entropy
 
     g = torch.Generator(device=cgn.device).manual_seed(seed)
     y = torch.randint(cgn.num_classes, (n,), generator=g, device=cgn.device)
     m = cgn.eval().mask(cgn.sample_noise(n, g), y)
-    border = torch.ones_like(m[:1], dtype=torch.bool)
-    border[..., 2:-2, 2:-2] = False            # the outer 2-pixel ring of the image
-    ring = m[border.expand_as(m)].view(n, -1).mean(1)
+    ring = border_mean(m, 2)                     # the outer 2-pixel ring of each mask
     by_class = [ring[y == c].mean().item() if (y == c).any() else None
                 for c in range(cgn.num_classes)]
     return {"mean": m.mean().item(), "binary_share": ((m < 0.1) | (m > 0.9)).float().mean().item(),

@@ -31,6 +31,7 @@ from ..cgn_config import STYLE_WEIGHTS, CGNConfig, CGNTrainConfig  # torch-free 
 from .small import SmallCGN, build_discriminator
 
 __all__ = ["CGNTrainConfig", "train_cgn", "load_cgn", "read_cgn_checkpoint", "mask_entropy",
+           "border_mean",
            "style_feature_net", "STYLE_WEIGHTS", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "genint_fast.small_cgn.v1"
@@ -71,6 +72,13 @@ def _style_loss(net, layer_weights, fake01, real01):
             d2 = mmd(a, b.detach(), kernel="poly2", reduction="none")
             total = total + w ** 2 * ((d2 + 1e-12).sqrt() / a.shape[1] ** 2).mean()
     return total
+
+
+def border_mean(m: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """(B,) mean mask on each image's outer ring of `width` pixels."""
+    ring = torch.ones(m.shape[-2:], dtype=torch.bool, device=m.device)
+    ring[width:-width, width:-width] = False
+    return m[..., ring].flatten(1).mean(1)
 
 
 @torch.no_grad()
@@ -129,8 +137,9 @@ def _resumable_model_config(state, model_config, tc, out) -> CGNConfig:
                          f"another --out to start afresh")
     theirs = dict(state["train_config"])
     mine = tc.to_dict()
+    defaults = CGNTrainConfig().to_dict()   # a field newer than the checkpoint: its default
     diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every", "log_every")
-                  and mine[k] != theirs.get(k))
+                  and mine[k] != theirs.get(k, defaults[k]))
     if diff:
         raise ValueError(f"cannot resume {out}: its training settings differ in "
                          f"{', '.join(diff)}; pass another --out to start afresh")
@@ -216,7 +225,10 @@ def _train_step(p: _CGNParts, tc, num_classes, images, labels, fnet, layer_w, st
     g_mask = mask_entropy(o.mask)
     g_style = (_style_loss(fnet, layer_w, (o.image + 1) / 2, (real + 1) / 2)
                if fnet is not None else o.image.new_zeros(()))
+    g_border = border_mean(o.mask).mean()
     g_loss = g_adv + tc.lambda_mask * g_mask + tc.style_scale * g_style
+    if tc.lambda_border:
+        g_loss = g_loss + tc.lambda_border * g_border
     p.opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     p.opt_g.step()
@@ -230,7 +242,8 @@ def _train_step(p: _CGNParts, tc, num_classes, images, labels, fnet, layer_w, st
     d_loss.backward()
     p.opt_d.step()
     return {"d": d_loss.item(), "g_adv": g_adv.item(), "mask_entropy": g_mask.item(),
-            "style": float(g_style.detach()), "mask_mean": o.mask.mean().item()}
+            "style": float(g_style.detach()), "mask_mean": o.mask.mean().item(),
+            "mask_border": g_border.item()}
 
 
 def _log_step(log, step, steps, losses, per):

@@ -37,6 +37,7 @@ _SMALL_FIELDS = (("steps", "steps", ("train", "updates")),
                  ("batch_size", "batch_size", ("train", "batch_size")),
                  ("lr_g", "lr_g", None), ("lr_d", "lr_d", None),
                  ("lambda_mask", "lambda_mask", ("loss", "binary")),
+                 ("lambda_border", "lambda_border", None),
                  ("ch", "ch", None), ("disc", "disc", None), ("seed", "seed", ("train", "seed")),
                  ("checkpoint_every", "checkpoint_every", ("train", "checkpoint_every")),
                  ("log_every", "log_every", ("train", "log_every")))
