@@ -590,8 +590,16 @@ def test_presets_load_and_match_the_reference_facts():
     assert {k: v.shape for k, v in SmallCGN(mc).state_dict().items()} == {
         k: v.shape for k, v in ref.state_dict().items()}
     # strokes on black (cmnist, hue, rotation) get the colored settings, not the textured ones
-    for variant in ("cmnist", "hue", "rotation"):
+    for variant in ("cmnist", "hue"):
         assert preset_configs("default", variant) == preset_configs("default", "colored")
+    # rotation: the colored choices plus the border prior, which double-colored and wildlife
+    # take too; colored and a folder (objects may touch the border) go without it
+    mc, tc = preset_configs("default", "rotation")
+    assert mc == preset_configs("default", "colored")[0] and tc.lambda_border == 1.0
+    for variant, weight in (("colored", 0.0), ("double-colored", 1.0), ("wildlife", 1.0),
+                            (None, 0.0)):
+        assert preset_configs("default", variant)[1].lambda_border == weight
+    assert preset_configs("reference", "wildlife")[1].lambda_border == 0.0
     # the default preset's measured departures from the reference; the reference keeps its own
     assert preset_configs("default", "colored")[0].disc == "mlp+colour-free"
     assert preset_configs("default", "double-colored")[0].disc == "mlp"
