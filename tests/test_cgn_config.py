@@ -55,7 +55,9 @@ def test_help_shows_the_configs_defaults():
     text = _helps()
     large = cgn_config.LargeCGNTrainConfig()
     steps = text["steps"]
-    assert f"default {cgn_config.DEFAULT_STEPS}" in steps
+    for variant in ("colored", "double-colored"):     # per variant: 9000 and 6000
+        n = cgn_config.preset_configs("default", variant)[1].steps
+        assert f"{n} on " in steps and variant in steps.split(f"{n} on ")[1].split(";")[0]
     assert f"reference: {cgn_config.REFERENCE_STEPS}" in steps
     assert f"(default {large.updates})" in steps
     assert f"(default {large.accumulate})" in text["accumulate"]
@@ -81,8 +83,8 @@ def test_cgn_help_output_shows_the_default_step_counts(capsys, monkeypatch):
     for number in (cgn_config.DEFAULT_STEPS, cgn_config.REFERENCE_STEPS, large.updates,
                    large.accumulate):
         assert str(number) in text, number
-    assert f"(default {cgn_config.DEFAULT_STEPS}; --preset reference: " \
-           f"{cgn_config.REFERENCE_STEPS})" in text
+    assert f"{cgn_config.DEFAULT_STEPS} on double-colored, wildlife, rotation; --preset " \
+           f"reference: {cgn_config.REFERENCE_STEPS})" in text
     assert f"(default {large.accumulate})" in text
     assert f"{large.updates} updates of {large.accumulate} accumulated" in text
 

@@ -83,9 +83,14 @@ def _small_defaults(presets, name) -> str:
     for preset, variant in presets:
         if preset == "default":
             per_variant.setdefault(shown(value(preset, variant)), []).append(variant or "folders")
+    refs = {shown(value(preset, variant)) for preset, variant in presets
+            if preset == "reference"}
     if len(per_variant) > 1:
-        return "default " + "; ".join(f"{v} on {', '.join(names)}"
+        text = "default " + "; ".join(f"{v} on {', '.join(names)}"
                                       for v, names in per_variant.items())
+        if len(refs) == 1 and refs.isdisjoint(per_variant):
+            text += f"; --preset reference: {refs.pop()}"
+        return text
     d, r = value("default", None), value("reference", None)
     if d == r:
         return f"default {shown(d)}"
@@ -140,8 +145,9 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="CKPT",
                    help="checkpoint file (resumed if present, unless --no-resume); required")
     p.add_argument("--preset", default=None, choices=PRESETS,
-                   help=f"default: the settings that decompose fastest on a CPU ({d.steps} "
-                        f"steps of {d.batch_size}); reference: the authors' small CGN (width "
+                   help=f"default: the settings that decompose fastest on a CPU (batches "
+                        f"of {d.batch_size}, the steps per variant under --steps); reference: "
+                        f"the authors' small CGN (width "
                         f"{r[0].ch}, Adam {r[1].lr_g:g}, batch {r[1].batch_size}, {r[1].steps} "
                         f"steps; give --feature-net vgg16:PATH for its Gram loss). Flags given "
                         f"override the preset (default: default)")

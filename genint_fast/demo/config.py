@@ -126,8 +126,8 @@ class DemoConfig:
     transfer_steps: tuple = key((5, 15), "style-transfer optimisation steps")
     transfer_features: str = key("small:random", "feature net of the style transfer")
     # CGN (genint_fast.cgn): mechanisms trained on the training split, cached in OUT/cgn.pt
-    cgn_steps: int = key(2000, "CGN training steps (sized for the 20-minute demo; the preset "
-                               "and the README's tables: 3000)")
+    cgn_steps: int = key(2000, "CGN training steps (sized for the 20-minute demo; the "
+                               "preset: 6000-9000 per variant)")
     cgn_batch_size: int = key(32, "CGN batch size")
     cgn_feature_net: str = key("small", "feature net of the CGN's Gram loss")
     cgn_stream_batch_size: int = key(64, "counterfactuals per classifier step")
