@@ -4,7 +4,9 @@ Per step (one G step, then one D step, Adam 2e-4, betas (0.5, 0.999), as the ref
 - generator: least-squares GAN loss MSE(D(x_gen, y_gen), 1) + lambda_mask * mean binary entropy
   of the mask (bits) + a Gram style loss between the composite and the current real batch
   (unpaired by class), computed with the package's fused MMD op: kernel "poly2" is exactly Gram
-  matching, MMD^2 = ||X^T X / N - Y^T Y / M||_F^2 per pair and layer;
+  matching, MMD^2 = ||X^T X / N - Y^T Y / M||_F^2 per pair and layer; + lambda_border * the
+  masks' mean on the outer 2-pixel ring (the border prior for object-centred images; not in
+  the reference);
 - discriminator: (MSE(D(real, y), 1) + MSE(D(x_gen, y_gen), 0)) / 2.
 
 Feature network of the style loss: a user-provided torchvision VGG16 file (`vgg16:PATH`, the
