@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from genint_fast.cgn import (CGNConfig, CGNTrainConfig, CounterfactualSampler, SmallCGN,
                              load_cgn, read_cgn_checkpoint, shuffle_texture, train_cgn)
@@ -538,6 +539,113 @@ def test_output_scaled_spectral_norm_matches_torchs_parametrization(kind):
     assert torch.equal(fresh.sn_v, mine.sn_v) and torch.equal(fresh.weight, mine.weight)
     with pytest.raises(TypeError, match="nn.Linear or nn.Conv2d"):
         spectral_scaled(torch.nn.BatchNorm2d(3))
+
+
+@pytest.mark.parametrize("spectral", [False, True])
+@pytest.mark.parametrize("with_e", [False, True])
+def test_linear_of_cat_matches_autograd_through_cat(spectral, with_e):
+    """linear_of_cat(layer, x, e) equals layer(cat([x, e], 1)) in values, first and second
+    derivatives (x, e, weight, bias; gradcheck in float64), forms no input gradient for an x
+    that needs none, and takes any leading dims without e."""
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    from genint_fast.cgn.small import linear_of_cat, spectral_scaled
+
+    torch.manual_seed(0)
+    base = torch.nn.Linear(9 + (3 if with_e else 0), 5).double()
+    layer = spectral_scaled(copy.deepcopy(base)).eval() if spectral else base
+    x = torch.randn(4, 9, dtype=torch.float64, requires_grad=True)
+    e = torch.randn(4, 3, dtype=torch.float64, requires_grad=True) if with_e else None
+    inputs = (x, e, layer.weight, layer.bias) if with_e else (x, layer.weight, layer.bias)
+
+    def mine(x, *rest):
+        e = rest[0] if with_e else None
+        return linear_of_cat(layer, x, e)
+
+    def reference(x, *rest):
+        e, w, b = (rest if with_e else (None, *rest))
+        xc = x if e is None else torch.cat([x, e], 1)
+        if spectral:    # eval: sigma = u . (W v) with the layer's fixed vectors
+            w = w / torch.vdot(layer.sn_u, torch.mv(w, layer.sn_v))
+        return torch.nn.functional.linear(xc, w, b)
+
+    torch.testing.assert_close(mine(*inputs), reference(*inputs))
+    assert torch.autograd.gradcheck(mine, inputs)
+    assert torch.autograd.gradgradcheck(mine, inputs)
+    g1 = torch.autograd.grad(mine(*inputs).square().sum(), inputs)
+    g2 = torch.autograd.grad(reference(*inputs).square().sum(), inputs)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    if spectral:    # and like torch's own parametrization in training mode
+        torch.manual_seed(3)
+        ours = spectral_scaled(copy.deepcopy(base))
+        torch.manual_seed(3)
+        theirs = spectral_norm(copy.deepcopy(base))
+        xc = x.detach() if e is None else torch.cat([x, e], 1).detach()
+        torch.testing.assert_close(linear_of_cat(ours, x.detach(), None if e is None
+                                                 else e.detach()), theirs(xc))
+    # an input that needs no gradient gets none formed (the discriminator step's images): no
+    # matrix product in the backward has the (B, out) x (out, in) shape of an input gradient
+    from torch.profiler import profile
+
+    out = linear_of_cat(layer, x.detach(), e)
+    with profile(record_shapes=True) as prof:
+        grads = torch.autograd.grad(out.sum(), [layer.weight] + ([e] if with_e else []))
+    mm_shapes = [ev.input_shapes[:2] for ev in prof.events() if ev.name == "aten::mm"]
+    assert all(g is not None for g in grads) and mm_shapes
+    assert not [s for s in mm_shapes if s[0] == [4, 5] and s[1][1] >= 9], mm_shapes
+    if not with_e:
+        y = linear_of_cat(layer, torch.randn(2, 3, 9, dtype=torch.float64))
+        assert y.shape == (2, 3, 5)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("size", [(4, 4), (3, 5)])
+def test_nearest_up_conv_equals_upsample_then_conv(bias, size):
+    """NearestUpConv2d equals nn.Upsample(2, nearest) + nn.Conv2d with the same parameters in
+    values and first and second derivatives (float64 gradcheck); it refuses other geometries."""
+    from genint_fast.cgn.small import NearestUpConv2d
+
+    torch.manual_seed(0)
+    fused = NearestUpConv2d(3, 2, 3, padding=1, bias=bias).double()
+    plain = torch.nn.Conv2d(3, 2, 3, padding=1, bias=bias).double()
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+
+    def reference(x, *params):
+        w, b = (params if bias else (params[0], None))
+        return F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), w, b, padding=1)
+
+    def mine(x, *params):
+        return torch.func.functional_call(fused, dict(zip(names, params)), (x,))
+
+    names = [n for n, _ in fused.named_parameters()]
+    params = tuple(fused.parameters())
+    torch.testing.assert_close(mine(x, *params), reference(x, *params))
+    torch.testing.assert_close(fused(x), plain(F.interpolate(x, scale_factor=2, mode="nearest")))
+    assert torch.autograd.gradcheck(mine, (x, *params))
+    assert torch.autograd.gradgradcheck(mine, (x, *params))
+    with pytest.raises(ValueError, match="3x3 convolution with padding 1"):
+        NearestUpConv2d(3, 2, 3, padding=1, stride=2)
+
+
+def test_uniform_dropout_keeps_share_scales_and_is_seeded():
+    from genint_fast.cgn.small import UniformDropout
+
+    d = UniformDropout(0.4)
+    x = torch.ones(200, 500)
+    torch.manual_seed(0)
+    a = d(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, d(x))
+    kept = a != 0
+    assert abs(kept.float().mean().item() - 0.6) < 0.01
+    assert torch.allclose(a[kept], torch.full_like(a[kept], 1 / 0.6))
+    x.requires_grad_(True)
+    g, = torch.autograd.grad(d(x).sum(), x)
+    assert torch.allclose(g.unique(), torch.tensor([0.0, 1 / 0.6]))
+    assert torch.equal(d.eval()(x), x)
+    assert torch.equal(UniformDropout(1.0)(x), torch.zeros_like(x))
 
 
 def test_colour_free_view_ignores_stroke_colour_and_its_branch_sees_only_it():

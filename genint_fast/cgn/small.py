@@ -57,9 +57,50 @@ def composite(mask, foreground, background):
     return mask * foreground + (1.0 - mask) * background
 
 
+# the 2x2 kernel rows (r) each phase a of a x2 nearest upsampling reads from a 3-tap kernel (k):
+# output row 2i + a sees input rows i - 1 + a and i + a; row i twice (a 0: taps 1, 2; a 1: 0, 1)
+_PHASE_TAPS = ((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+
+
+class NearestUpConv2d(nn.Conv2d):
+    """3x3 convolution (padding 1) of the input upsampled x2 by nearest neighbour, computed as
+    one 2x2 convolution of the input itself with a kernel per output phase (a, b), the 3x3
+    weight's taps summed where two of them read the same input pixel, and the four phases
+    interleaved: the same values and gradients as nn.Upsample(2, "nearest") + nn.Conv2d, with
+    4 taps at the low resolution instead of 9 at the high one (a CGN step ~15% faster on CPU).
+    Parameters as nn.Conv2d's (state dicts are interchangeable)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, padding=1, bias=True, **kw):
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding, bias=bias,
+                         **kw)
+        if (self.kernel_size, self.padding, self.stride, self.dilation, self.groups,
+                self.padding_mode) != ((3, 3), (1, 1), (1, 1), (1, 1), 1, "zeros"):
+            raise ValueError("NearestUpConv2d is a 3x3 convolution with padding 1, stride 1, "
+                             "no dilation or groups and zero padding; use nn.Upsample + "
+                             "nn.Conv2d for anything else")
+
+    def phase_kernels(self) -> torch.Tensor:
+        """(4 * out, in, 2, 2): the 2x2 kernel of phase (a, b) in block 2 a + b."""
+        m = self.weight.new_tensor(_PHASE_TAPS)                       # (a, r, k)
+        k = torch.einsum("ark,oikl,bsl->aboirs", m, self.weight, m)
+        return k.reshape(4 * self.out_channels, self.in_channels, 2, 2)
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.repeat(4)
+        y = F.conv2d(x, self.phase_kernels(), bias, padding=1)       # (B, 4 out, H + 1, W + 1)
+        b, _, h1, w1 = y.shape
+        h, w = h1 - 1, w1 - 1
+        y = y.view(b, 2, 2, self.out_channels, h1, w1)
+        # phase (a, b) at (i, j) is output pixel (2 i + a, 2 j + b)
+        rows = [torch.stack([y[:, a, c, :, a:a + h, c:c + w] for c in (0, 1)], -1)
+                for a in (0, 1)]                                       # (B, out, H, W, 2) each
+        return torch.stack(rows, 3).reshape(b, self.out_channels, 2 * h, 2 * w)
+
+
 def _up_block(cin, cout):
-    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1,
-                                                                   bias=False),
+    # index 0 stays a (parameter-free) module so that the state dict keys keep their numbers:
+    # the upsampling happens inside NearestUpConv2d
+    return [nn.Identity(), NearestUpConv2d(cin, cout, 3, padding=1, bias=False),
             nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
 
 
@@ -166,6 +207,20 @@ class SmallCGN(nn.Module):
         return CGNOutput(m, f, b, composite(m, f, b))
 
 
+class UniformDropout(nn.Dropout):
+    """nn.Dropout (zero with probability p, scale the rest by 1 / (1 - p)) whose keep mask is
+    drawn as rand >= p from the global generator: the same distribution as F.dropout's
+    bernoulli_, which is ~3x slower on CPU (12 draws per colored CGN step)."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if self.p >= 1:
+            return x * 0.0
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+        return x * keep.mul_(1.0 / (1.0 - self.p))
+
+
 class MLPDiscriminator(nn.Module):
     """MLP on cat(flattened image, Embedding(y)): 3 hidden layers of 512, LeakyReLU 0.2,
     dropout 0.4 after the second and third (the reference's colour-variant discriminator).
@@ -183,15 +238,16 @@ class MLPDiscriminator(nn.Module):
         self.embed = nn.Embedding(c.num_classes, width if self.projection else c.num_classes)
         self.net = nn.Sequential(
             nn.Linear(in_channels * 32 * 32 + label_in, width), nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
-            nn.Linear(width, width), nn.Dropout(0.4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(width, width), UniformDropout(0.4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(width, width), UniformDropout(0.4), nn.LeakyReLU(0.2, inplace=True),
             nn.Linear(width, 1))
 
     def forward(self, x, y):
         if self.projection:
             h = self.net[:-1](x.flatten(1))
             return self.net[-1](h).squeeze(1) + (self.embed(y).to(h.dtype) * h).sum(1)
-        return self.net(torch.cat([x.flatten(1), self.embed(y).to(x.dtype)], 1)).squeeze(1)
+        h = linear_of_cat(self.net[0], x.flatten(1), self.embed(y).to(x.dtype))
+        return self.net[1:](h).squeeze(1)
 
 
 def colour_free(x: torch.Tensor) -> torch.Tensor:
@@ -308,12 +364,17 @@ class _SpectralScaled:
             F.normalize(torch.mv(w, self.sn_v), dim=0, eps=self.eps, out=self.sn_u)
             F.normalize(torch.mv(w.t(), self.sn_u), dim=0, eps=self.eps, out=self.sn_v)
 
-    def sigma(self) -> torch.Tensor:
-        """The weight's spectral-norm estimate (a power iteration first in training mode)."""
+    def singular_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, v) for this forward (a power iteration first in training mode), as copies: a later
+        forward's power iteration must not change what this one's backward reads."""
         if self.training:
             self._power_iteration()
-        # clones: a later forward's power iteration must not change what this one's backward reads
-        u, v = self.sn_u.clone(), self.sn_v.clone()
+        return self.sn_u.clone(), self.sn_v.clone()
+
+    def sigma(self) -> torch.Tensor:
+        """The weight's spectral-norm estimate u . (W v) (a power iteration first in training
+        mode)."""
+        u, v = self.singular_vectors()
         return torch.vdot(u, torch.mv(self.weight.flatten(1), v))
 
     def _scaled(self, out_without_bias, bias_shape):
@@ -330,12 +391,75 @@ class _SpectralScaled:
 
 class SpectralLinear(_SpectralScaled, nn.Linear):
     def forward(self, x):
-        return self._scaled(F.linear(x, self.weight), (-1,))
+        return linear_of_cat(self, x)
 
 
 class SpectralConv2d(_SpectralScaled, nn.Conv2d):
     def forward(self, x):
         return self._scaled(self._conv_forward(x, self.weight, None), (-1, 1, 1))
+
+
+class _LinearOfCat(torch.autograd.Function):
+    """F.linear(cat([x, e], 1), W), divided by sigma = u . (W v) when u, v are given (u, v
+    constants), with the gradients only of what asks for one: the discriminator step's images
+    need no input gradient, yet autograd through cat would form the whole (B, 3082) one to
+    hand the 10 label columns to the embedding; and sigma's weight gradient u v^T is added
+    inside the weight gradient's pass instead of as a separate weight-sized tensor. The
+    backward is made of differentiable ops, so second derivatives follow."""
+
+    @staticmethod
+    def forward(ctx, x, e, weight, u, v):
+        out = F.linear(x if e is None else torch.cat([x, e], 1), weight)
+        ctx.sigma = None
+        if u is not None:
+            ctx.sigma = torch.vdot(u, torch.mv(weight, v))
+            out = out / ctx.sigma
+        ctx.save_for_backward(x, e, weight, u, v, out)
+        ctx.nx = x.shape[1]
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, e, w, u, v, out = ctx.saved_tensors
+        nx = ctx.nx
+        # under create_graph, the concatenation and sigma again from the saved inputs (a small
+        # copy, one matrix-vector product), so that second derivatives see their dependence on
+        # x, e and the weight
+        sigma = ctx.sigma
+        if u is not None and torch.is_grad_enabled():
+            sigma = torch.vdot(u, torch.mv(w, v))
+        gs = g if sigma is None else g / sigma
+        gx = ge = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = gs @ w[:, :nx]
+        if ctx.needs_input_grad[1]:
+            ge = gs @ w[:, nx:]
+        if ctx.needs_input_grad[2]:
+            xc = x if e is None else torch.cat([x, e], 1)
+            if sigma is None:
+                gw = gs.t() @ xc
+            else:
+                # gs^T xc + (d loss / d sigma) u v^T, d loss / d sigma = -sum(g * out) / sigma, as
+                # one product with one more inner row ([gs, c u]^T [xc; v^T]): a separate outer
+                # product (or addr) costs as much as the product itself on CPU
+                c = -(gs * out).sum()
+                gw = torch.cat([gs, (c * u)[None]], 0).t() @ torch.cat([xc, v[None]], 0)
+        return gx, ge, gw, None, None
+
+
+def linear_of_cat(layer: nn.Linear, x: torch.Tensor, e: torch.Tensor | None = None):
+    """layer(cat([x, e], 1)) (layer(x) when e is None) for an nn.Linear or SpectralLinear, with
+    no gradient formed for an input that needs none (see _LinearOfCat)."""
+    lead = x.shape[:-1]
+    if e is None and x.dim() != 2:
+        x = x.reshape(-1, x.shape[-1])
+    u = v = None
+    if isinstance(layer, SpectralLinear):
+        u, v = layer.singular_vectors()
+    out = _LinearOfCat.apply(x, e, layer.weight, u, v)
+    # the backward reads `out`: a layer without bias returns a copy that may be changed in place
+    out = out.clone() if layer.bias is None else out + layer.bias
+    return out if e is not None else out.reshape(*lead, out.shape[-1])
 
 
 def spectral_scaled(layer: nn.Module) -> nn.Module:
