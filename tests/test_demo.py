@@ -137,6 +137,31 @@ def test_demo_bad_input_is_one_sentence(capsys, tmp_path):
     assert "rho must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_cgn_steps_preset_takes_the_default_presets_length_per_variant(capsys, tmp_path):
+    """cgn_steps "preset" (--cgn-steps preset, `cgn-steps: preset` in a recipe) trains each
+    variant's CGN for the default preset's length; anything else but a count is refused."""
+    from genint_fast.cgn_config import preset_configs
+    from genint_fast.data.digits import VARIANTS
+    from genint_fast.demo import DemoConfig
+
+    for v in VARIANTS:
+        cfg = DemoConfig(variant=v, cgn_steps="preset").validate()
+        assert cfg.cgn_train_steps() == preset_configs("default", v)[1].steps
+    assert DemoConfig(variant="colored", cgn_steps="preset").cgn_train_steps() == 9000
+    assert DemoConfig(variant="double-colored", cgn_steps="preset").cgn_train_steps() == 6000
+    assert DemoConfig(cgn_steps=123).cgn_train_steps() == 123
+    with pytest.raises(ValueError, match='number of steps >= 0 or "preset"'):
+        DemoConfig(cgn_steps="long").validate()
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--quick", "--out", str(tmp_path), "--cgn-steps", "long"])
+    assert exc.value.code == 2
+    assert "give a number of steps or preset, not 'long'" in capsys.readouterr().err
+    from genint_fast.cli import build_parser
+
+    args = build_parser().parse_args(["demo", "--cgn-steps", "preset"])
+    assert args.cgn_steps == "preset"
+
+
 def test_summary_over_settings_has_a_row_per_setting_and_method(tmp_path):
     from genint_fast.demo import write_summary
 

@@ -49,10 +49,25 @@ def register(subparsers) -> None:
         more = "; also sets lambda1_transfer" if name == "lambda1" else ""
         defaults = {"scale": f"default: chosen among {shown(cfg.scale_candidates)}",
                     "cgn_checkpoint": "default: none, the demo trains one"}.get(name)
+        if name == "cgn_steps":
+            kw["type"] = _steps_or_preset
         add_unset_field_flag(p, name, DemoConfig, flag=flag, defaults=defaults, more=more, **kw)
     p.add_argument("--resume", action="store_true", default=None, help=_field_help("resume"))
     add_config_flag(p)
     p.set_defaults(func=demo_main)
+
+
+def _steps_or_preset(text: str):
+    """--cgn-steps: a number of steps, or preset (the default preset's length)."""
+    if text.strip().lower() == "preset":
+        return "preset"
+    try:
+        return int(text)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"give a number of steps or preset, not {text!r}") \
+            from None
 
 
 def _field_help(name) -> str:

@@ -126,8 +126,9 @@ class DemoConfig:
     transfer_steps: tuple = key((5, 15), "style-transfer optimisation steps")
     transfer_features: str = key("small:random", "feature net of the style transfer")
     # CGN (genint_fast.cgn): mechanisms trained on the training split, cached in OUT/cgn.pt
-    cgn_steps: int = key(2000, "CGN training steps (sized for the 20-minute demo; the "
-                               "preset: 6000-9000 per variant)")
+    cgn_steps: int | str = key(2000, "CGN training steps (sized for the 20-minute demo), or "
+                                     "preset: the default preset's length for the variant "
+                                     "(6000-9000, chosen on validation)")
     cgn_batch_size: int = key(32, "CGN batch size")
     cgn_feature_net: str = key("small", "feature net of the CGN's Gram loss")
     cgn_stream_batch_size: int = key(64, "counterfactuals per classifier step")
@@ -178,6 +179,14 @@ class DemoConfig:
     extra: dict = key({}, "free-form notes kept with the settings in results.json (read by "
                           "nothing else)")
 
+    def cgn_train_steps(self) -> int:
+        """The CGN's training length: cgn_steps, or the default preset's for the variant."""
+        if self.cgn_steps != "preset":
+            return int(self.cgn_steps)
+        from ..cgn_config import preset_configs
+
+        return preset_configs("default", self.variant)[1].steps
+
     def validate(self) -> "DemoConfig":
         from ..data.digits import VARIANTS, canonical_variant
 
@@ -203,9 +212,13 @@ class DemoConfig:
         if self.cgn_checkpoint is not None and not Path(self.cgn_checkpoint).is_file():
             raise ValueError(f"cgn_checkpoint {self.cgn_checkpoint!r} does not exist; give a "
                              f"`genint-fast cgn` (or `cgn import`) checkpoint")
-        if self.gan_steps < 0 or self.cgn_steps < 0:
-            raise ValueError(f"gan_steps and cgn_steps must be >= 0, got {self.gan_steps}, "
-                             f"{self.cgn_steps}")
+        if self.gan_steps < 0:
+            raise ValueError(f"gan_steps must be >= 0, got {self.gan_steps}")
+        if self.cgn_steps != "preset" and not (isinstance(self.cgn_steps, int)
+                                               and self.cgn_steps >= 0):
+            raise ValueError(f'cgn_steps must be a number of steps >= 0 or "preset" (the '
+                             f'default preset\'s length for the variant), got '
+                             f'{self.cgn_steps!r}')
         if self.generated_only and (self.generated_only < self.batch_size
                                     or self.generated_only_steps < 1):
             raise ValueError(f"generated_only must be 0 (off) or at least the batch size "

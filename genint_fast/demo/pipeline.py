@@ -105,7 +105,7 @@ def _run_stages(cfg: DemoConfig, out: Path, train, tests, corrupted, pool, t_sta
     wants_cgn = any(m in CGN_METHODS for m in cfg.methods)
     if pool is not None and wants_cgn:
         log(f"[6/8] CGN: the given checkpoint {cfg.cgn_checkpoint}" if cfg.cgn_checkpoint else
-            f"[6/8] CGN: {cfg.cgn_steps} steps in a worker process, beside the GAN stages "
+            f"[6/8] CGN: {cfg.cgn_train_steps()} steps in a worker process, beside the GAN stages "
             f"(cached in {out / 'cgn.pt'})")
         pool.submit("cgn", _worker_cgn, replace(cfg, threads=1), str(out))
 
@@ -115,7 +115,7 @@ def _run_stages(cfg: DemoConfig, out: Path, train, tests, corrupted, pool, t_sta
     cgn_path, cgn_summary = None, None
     if pool is None and wants_cgn:
         log(f"[6/8] CGN: the given checkpoint {cfg.cgn_checkpoint}" if cfg.cgn_checkpoint else
-            f"[6/8] CGN: {cfg.cgn_steps} steps (cached in {out / 'cgn.pt'})")
+            f"[6/8] CGN: {cfg.cgn_train_steps()} steps (cached in {out / 'cgn.pt'})")
         cgn_path, cgn_summary = _cgn(cfg, train, out, log)
     elif not wants_cgn:
         log("[6/8] CGN: not needed by the chosen methods")

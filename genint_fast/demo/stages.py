@@ -86,10 +86,11 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
                    "feature_net": "(given checkpoint)"}
     else:
         path = out / "cgn.pt"
+        steps = cfg.cgn_train_steps()
         mc, tc = preset_configs("default", cfg.variant, num_classes=train.num_classes,
                                 train_overrides=dict(
-            steps=cfg.cgn_steps, batch_size=cfg.cgn_batch_size, feature_net=cfg.cgn_feature_net,
-            seed=cfg.data_seed, log_every=max(cfg.cgn_steps // 5, 1), checkpoint_every=250))
+            steps=steps, batch_size=cfg.cgn_batch_size, feature_net=cfg.cgn_feature_net,
+            seed=cfg.data_seed, log_every=max(steps // 5, 1), checkpoint_every=250))
         summary = train_cgn(train.float_images() * 2 - 1, train.labels, path, model_config=mc,
                             train_config=tc, resume=True, log=log)
         cgn = load_cgn(path)
