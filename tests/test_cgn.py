@@ -604,7 +604,7 @@ def test_linear_of_cat_matches_autograd_through_cat(spectral, with_e):
 def test_nearest_up_conv_equals_upsample_then_conv(bias, size):
     """NearestUpConv2d equals nn.Upsample(2, nearest) + nn.Conv2d with the same parameters in
     values and first and second derivatives (float64 gradcheck); it refuses other geometries."""
-    from genint_fast.cgn.small import NearestUpConv2d
+    from genint_fast.layers import NearestUpConv2d
 
     torch.manual_seed(0)
     fused = NearestUpConv2d(3, 2, 3, padding=1, bias=bias).double()

@@ -285,3 +285,30 @@ def test_small_generator_without_class_batchnorm():
         a, b = g(z, torch.tensor([0, 1, 2, 3])), g(z, torch.tensor([3, 2, 1, 0]))
     assert a.shape == (4, 3, 32, 32) and not torch.allclose(a, b)
     assert discover_svd(g, 5).k == 5
+
+
+def test_small_gan_block_equals_upsample_then_convolve():
+    """The small GAN's residual up-block (a NearestUpConv2d, the 1x1 skip before the upsampling)
+    computes what BigGAN's layout writes: upsample x2 (nearest), then the 3x3 and 1x1
+    convolutions; values and parameter gradients, float64."""
+    import torch.nn.functional as F
+
+    from genint_fast.generators.small import GBlock
+
+    torch.manual_seed(0)
+    blk = GBlock(6, 4, num_classes=3).double().train()
+    x, y = torch.randn(5, 6, 4, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+
+    def reference(x, y):
+        up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+        h = F.conv2d(up(F.relu(blk.bn1(x, y))), blk.conv1.weight, blk.conv1.bias, padding=1)
+        h = blk.conv2(F.relu(blk.bn2(h, y)))
+        return h + F.conv2d(up(x), blk.skip.weight, blk.skip.bias)
+
+    a = blk(x, y)
+    ga = torch.autograd.grad(a.square().sum(), list(blk.parameters()))
+    b = reference(x, y)
+    gb = torch.autograd.grad(b.square().sum(), list(blk.parameters()))
+    torch.testing.assert_close(a, b)
+    for p, q in zip(ga, gb):
+        torch.testing.assert_close(p, q)

@@ -16,6 +16,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from .base import ConditionalGenerator, check_truncation, probe_linear_z_block
 from ..gan_config import SmallGANConfig
+from ..layers import NearestUpConv2d
 
 __all__ = ["SmallGANConfig", "SmallGenerator", "ProjectionDiscriminator"]
 
@@ -42,15 +43,15 @@ class GBlock(nn.Module):
     def __init__(self, cin, cout, num_classes):
         super().__init__()
         self.bn1 = ConditionalBatchNorm(cin, num_classes)
-        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv1 = NearestUpConv2d(cin, cout, 3, padding=1)   # upsamples x2 first
         self.bn2 = ConditionalBatchNorm(cout, num_classes)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x, y):
-        h = F.interpolate(F.relu(self.bn1(x, y)), scale_factor=2, mode="nearest")
-        h = self.conv2(F.relu(self.bn2(self.conv1(h), y)))
-        return h + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
+        h = self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x, y))), y)))
+        # a 1x1 convolution commutes with nearest upsampling: it runs on the 4x smaller input
+        return h + F.interpolate(self.skip(x), scale_factor=2, mode="nearest")
 
 
 class SmallGenerator(ConditionalGenerator):
