@@ -165,8 +165,8 @@ PRESETS = ("default", "reference")
 # and 90.1 +- 1.0 at 9000 (validation 84.8 -> 90.1); double-colored with the border prior
 # decomposes by 3000 steps and gains to 6000 (shape consistency 94-96 -> 96-97%) (README, CGN
 # section): 6000 steps (~6 minutes on 2 CPU cores), 9000 on colored and the variants and
-# folders that take its choices (DEFAULT_CHOICES; 10.7 minutes on colored, over the issue's
-# 10-minute bar: README).
+# folders that take its choices (DEFAULT_CHOICES; 564-613 s on colored with the faster step,
+# at the issue's 10-minute bar: README).
 DEFAULT_STEPS = 6000
 # Sampling from a moving average of the weights (decay 0.999, warmed up): on colored digits the
 # masks' shape consistency at 3000 steps rose from 82% to 89% (README, CGN section).
