@@ -255,12 +255,13 @@ def _load_data(source):
 
 
 def _foreground_share(variant):
-    """The built-in digits' stroke share (None for a folder: unknown)."""
+    """The built-in digits' stroke share and its value per class (None, None for a folder:
+    unknown; the per-class values only where the classes are the ten digits)."""
     if variant is None:
-        return None
+        return None, None
     from ..data.digits import foreground_share
 
-    return foreground_share()
+    return foreground_share(), (None if variant == "cmnist" else foreground_share(by_class=True))
 
 
 def _configs(args, variant, num_classes, state):
@@ -320,8 +321,8 @@ def cgn_main(args) -> int:
     _log(f"masks: mean {stats['mean']:.3f}, near-binary share {stats['binary_share']:.3f}, "
          f"entropy {stats['entropy_bits']:.3f} bits, on the border {stats['border_mean']:.3f} "
          f"(n={stats['n']})")
-    share = _foreground_share(variant)
-    warnings = decomposition_warnings(stats, share)
+    share, share_by_class = _foreground_share(variant)
+    warnings = decomposition_warnings(stats, share, share_by_class=share_by_class)
     for w in warnings:
         _log(f"WARNING: the decomposition failed: {w}; look at the counterfactual sheet "
              f"(--samples) and train longer or choose another --preset")

@@ -96,7 +96,9 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
         cgn = load_cgn(path)
     summary["wall_s"] = time.perf_counter() - t0
     summary["mask"] = mask_statistics(cgn)
-    summary["warnings"] = decomposition_warnings(summary["mask"], foreground_share())
+    summary["warnings"] = decomposition_warnings(
+        summary["mask"], foreground_share(),
+        share_by_class=None if cfg.variant == "cmnist" else foreground_share(by_class=True))
     for w in summary["warnings"]:
         log(f"  WARNING: the decomposition failed: {w}")
     from ..diagnostics.shape import cached_shape_reader, shape_consistency
