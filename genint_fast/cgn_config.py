@@ -66,6 +66,10 @@ class CGNConfig:
                                      "(README, CGN section)")
     d_spectral_norm: bool = key(True, "spectral norm on D's layers (not in the reference; "
                                       "README, CGN section)")
+    bg_crop: int = key(0, "0: the background is cyclically shifted like the texture (the "
+                          "reference); k > 0 (a multiple of 4): the background mechanism draws "
+                          "(32 + k)^2 pixels and a random 32x32 window is cut out, so a pattern "
+                          "whose period does not divide 32 needs no seam (README, CGN section)")
 
     def __post_init__(self):
         if self.image_size != 32:
@@ -79,6 +83,10 @@ class CGNConfig:
         if self.disc not in DISCRIMINATORS:
             raise ValueError(f"CGN config: disc must be one of {', '.join(DISCRIMINATORS)}, got "
                              f"{self.disc!r}")
+        if int(self.bg_crop) < 0 or int(self.bg_crop) % 4:
+            raise ValueError(f"CGN config: bg_crop must be 0 or a positive multiple of 4 (the "
+                             f"background grows by 4 pixels per pixel of its 8x8 map), got "
+                             f"{self.bg_crop}")
         if not self.init_gain > 0:
             raise ValueError(f"CGN config: init_gain must be > 0, got {self.init_gain}")
 

@@ -131,6 +131,43 @@ def test_shuffler_is_a_per_sample_cyclic_shift():
         assert torch.equal(drawn[i], torch.roll(x[i], shifts=(-(o // 32), -(o % 32)), dims=(1, 2)))
 
 
+def test_the_background_window_is_a_random_crop_without_wrap_around():
+    from genint_fast.cgn.small import crop_texture
+
+    b = 64
+    x = torch.arange(40 * 40, dtype=torch.float32).view(1, 1, 40, 40).repeat(b, 3, 1, 1)
+    x = x + torch.arange(3.0).view(1, 3, 1, 1) * 10_000
+    offsets = torch.stack([torch.arange(b) % 9, torch.arange(b) * 5 % 9], 1)
+    out = crop_texture(x, 32, offsets=offsets)
+    for i, (dy, dx) in enumerate(offsets.tolist()):
+        assert torch.equal(out[i], x[i, :, dy:dy + 32, dx:dx + 32])
+    drawn = crop_texture(x, 32, torch.Generator().manual_seed(0))
+    assert torch.equal(drawn, crop_texture(x, 32, torch.Generator().manual_seed(0)))
+    corner = drawn[:, 0, 0, 0].long()                   # = 40 * dy + dx
+    dy, dx = corner // 40, corner % 40
+    assert int(dy.max()) <= 8 and int(dx.max()) <= 8 and len(set(corner.tolist())) >= 20
+    # a window is contiguous: every row steps by one pixel, no seam
+    assert torch.equal(drawn[:, 0].diff(dim=2), torch.ones(b, 32, 31))
+
+
+def test_a_cgn_with_a_cropped_background_draws_32x32_trains_and_reloads(tmp_path):
+    cfg = CGNConfig(num_classes=2, ch=8, bg_crop=8)
+    cgn = SmallCGN(cfg)
+    assert cgn.background.fc.out_features == 8 * 10 * 10      # a 10x10 map -> 40x40 pixels
+    assert cgn.texture.fc.out_features == 8 * 8 * 8
+    out = cgn(cgn.sample_noise(4), torch.tensor([0, 1, 0, 1]))
+    assert out.background.shape == out.image.shape == (4, 3, 32, 32)
+    cf = cgn.counterfactual(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([1, 1]))
+    assert cf.image.shape == (2, 3, 32, 32)
+    x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 2
+    tc = CGNTrainConfig(steps=2, batch_size=4, feature_net="none", log_every=0)
+    train_cgn(x, y, tmp_path / "c.pt", model_config=cfg, train_config=tc, log=lambda s: None)
+    assert load_cgn(tmp_path / "c.pt").config.bg_crop == 8
+    for bad in (-4, 6):
+        with pytest.raises(ValueError, match="bg_crop must be 0 or a positive multiple of 4"):
+            CGNConfig(bg_crop=bad)
+
+
 # --------------------------------------------------------------------------- sampler
 def test_counterfactual_labels_are_independent():
     from scipy.stats import chi2_contingency

@@ -10,6 +10,10 @@ mechanisms; each mechanism maps cat(u, embed(y)) (noise u ~ N(0, I)) to an image
   so cannot carry shape;
 - composite x = m * f + (1 - m) * b.
 
+With bg_crop = k > 0 (not the reference) the background mechanism draws (32 + k)^2 pixels and a
+random 32x32 window is cut out instead of the cyclic shift: the window cannot line up with the
+mask either, and a background whose pattern does not tile a 32-pixel torus needs no seam.
+
 Discriminators: an MLP on cat(flattened image, label embedding) (colour variants) or a small conv
 net with the label as a fourth input plane (textures).
 """
@@ -25,7 +29,7 @@ from ..cgn_config import DISCRIMINATORS, CGNConfig  # the settings live torch-fr
 from ..layers import NearestUpConv2d
 
 __all__ = ["CGNConfig", "DISCRIMINATORS", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator",
-           "shuffle_texture", "composite", "build_discriminator", "MASK_MIN", "MASK_MAX",
+           "shuffle_texture", "crop_texture", "composite", "build_discriminator", "MASK_MIN", "MASK_MAX",
            "CGNOutput"]
 
 MASK_MIN, MASK_MAX = 1e-4, 0.9999
@@ -53,6 +57,23 @@ def shuffle_texture(x: torch.Tensor, generator: torch.Generator | None = None,
     return x.gather(3, cols[:, None, None, :].expand(-1, x.shape[1], h, -1))
 
 
+def crop_texture(x: torch.Tensor, size: int, generator: torch.Generator | None = None,
+                 offsets: torch.Tensor | None = None) -> torch.Tensor:
+    """A random size x size window of each sample (no wrap-around); `offsets` (B, 2) int64
+    may be given instead of drawing them."""
+    b, _, h, w = x.shape
+    if offsets is None:
+        offsets = torch.stack([torch.randint(h - size + 1, (b,), generator=generator,
+                                             device=x.device),
+                               torch.randint(w - size + 1, (b,), generator=generator,
+                                             device=x.device)], 1)
+    ar = torch.arange(size, device=x.device)
+    rows = ar[None, :] + offsets[:, :1]                                       # (B, size)
+    cols = ar[None, :] + offsets[:, 1:]
+    x = x.gather(2, rows[:, None, :, None].expand(-1, x.shape[1], -1, w))
+    return x.gather(3, cols[:, None, None, :].expand(-1, x.shape[1], size, -1))
+
+
 def composite(mask, foreground, background):
     """x = m * f + (1 - m) * b."""
     return mask * foreground + (1.0 - mask) * background
@@ -66,17 +87,18 @@ def _up_block(cin, cout):
 
 
 class _Mechanism(nn.Module):
-    """Linear(noise + embedding -> ch x 8 x 8) followed by a convolutional body."""
+    """Linear(noise + embedding -> ch x base x base; base 8 for a 32x32 output) followed by a
+    convolutional body."""
 
-    def __init__(self, cfg: CGNConfig, body: list, norm_first: bool):
+    def __init__(self, cfg: CGNConfig, body: list, norm_first: bool, base: int = 8):
         super().__init__()
-        self.ch = cfg.ch
-        self.fc = nn.Linear(cfg.noise_dim + cfg.embed_dim, cfg.ch * 8 * 8)
+        self.ch, self.base = cfg.ch, base
+        self.fc = nn.Linear(cfg.noise_dim + cfg.embed_dim, cfg.ch * base * base)
         self.norm = nn.InstanceNorm2d(cfg.ch) if norm_first else nn.Identity()
         self.body = nn.Sequential(*body)
 
     def forward(self, h):
-        return self.body(self.norm(self.fc(h).view(h.shape[0], self.ch, 8, 8)))
+        return self.body(self.norm(self.fc(h).view(h.shape[0], self.ch, self.base, self.base)))
 
 
 class SmallCGN(nn.Module):
@@ -93,13 +115,14 @@ class SmallCGN(nn.Module):
         self.shape = _Mechanism(c, _up_block(c.ch, half) + [nn.InstanceNorm2d(half)]
                                 + _up_block(half, 1) + [nn.InstanceNorm2d(1)], norm_first=True)
 
-        def texture():
+        def texture(base=8):
             out_norm = [nn.BatchNorm2d(3)] if c.out_batchnorm else []
             return _Mechanism(c, _up_block(c.ch, c.ch) + _up_block(c.ch, half) + [
-                nn.Conv2d(half, 3, 3, padding=1), *out_norm, nn.Tanh()], norm_first=False)
+                nn.Conv2d(half, 3, 3, padding=1), *out_norm, nn.Tanh()], norm_first=False,
+                base=base)
 
         self.texture = texture()
-        self.background = texture()
+        self.background = texture(8 + int(c.bg_crop) // 4)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -143,7 +166,10 @@ class SmallCGN(nn.Module):
 
     def textures(self, u, y, generator=None, *, which="texture"):
         net = self.texture if which == "texture" else self.background
-        return shuffle_texture(net(self._input(u, y)), generator)
+        x = net(self._input(u, y))
+        if which != "texture" and self.config.bg_crop:
+            return crop_texture(x, self.image_size, generator)
+        return shuffle_texture(x, generator)
 
     def forward(self, u, y, generator=None) -> CGNOutput:
         y = self.check_labels(y, u.shape[0])

@@ -38,7 +38,8 @@ _SMALL_FIELDS = (("steps", "steps", ("train", "updates")),
                  ("lr_g", "lr_g", None), ("lr_d", "lr_d", None),
                  ("lambda_mask", "lambda_mask", ("loss", "binary")),
                  ("lambda_border", "lambda_border", None),
-                 ("ch", "ch", None), ("disc", "disc", None), ("seed", "seed", ("train", "seed")),
+                 ("ch", "ch", None), ("disc", "disc", None), ("bg_crop", "bg_crop", None),
+                 ("seed", "seed", ("train", "seed")),
                  ("checkpoint_every", "checkpoint_every", ("train", "checkpoint_every")),
                  ("log_every", "log_every", ("train", "log_every")))
 # --large only: --flag -> (config, field), metavar
@@ -53,7 +54,7 @@ _LARGE_FIELDS = (("accumulate", ("train", "accumulate"), "N"),
                  ("lambda_texture", ("loss", "texture"), "W,W,W,W"),
                  ("lambda_background", ("loss", "background"), "W"))
 # (flag attribute, CGNTrainConfig field) of the training settings the command line may override
-_MODEL_FLAGS = ("ch", "disc")   # CGNConfig fields; the others are CGNTrainConfig's
+_MODEL_FLAGS = ("ch", "disc", "bg_crop")   # CGNConfig fields; the others are CGNTrainConfig's
 _TRAIN_FLAGS = tuple((dest, name) for dest, name, _ in _SMALL_FIELDS
                      if name not in _MODEL_FLAGS) + (
     ("feature_net", "feature_net"),)

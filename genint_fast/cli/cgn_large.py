@@ -14,7 +14,7 @@ from .recipes import check_bounds
 _LARGE_MAP = tuple((dest, big) for dest, _, big in _SMALL_FIELDS if big is not None) + tuple(
     (dest, field) for dest, field, _ in _LARGE_FIELDS)
 _SMALL_ONLY = (("data", "--data"), ("lr_g", "--lr-g"), ("lr_d", "--lr-d"), ("ch", "--ch"),
-               ("disc", "--disc"),
+               ("disc", "--disc"), ("bg_crop", "--bg-crop"),
                ("preset", "--preset"))
 # the four VGG16 layers of the large CGN's Gram losses (features.VGG16_PERCEPTUAL_LAYERS)
 _VGG16_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
