@@ -135,9 +135,9 @@ def mask_statistics(cgn: SmallCGN, n=500, seed=0) -> dict:
 
 
 # A class's masks "draw background in part" above this mean on the outer 2-pixel ring (object-
-# centred digits leave it empty; decomposing CGNs stay at or below 0.01 per class, the wildlife
-# default's class 8 masks, which copy the checkerboard background, reach 0.19) or above this many
-# times its digits' stroke share (decomposing CGNs: at most ~1.05; that class 8: 1.8).
+# centred digits leave it empty; decomposing CGNs stay at or below 0.02 per class, the wildlife
+# default's class 8 masks, which copy the checkerboard background, reach 0.16-0.19) or above this
+# many times its digits' stroke share (decomposing CGNs: at most 1.06; that class 8: 1.65-1.86).
 PARTIAL_BORDER = 0.1
 PARTIAL_AREA_RATIO = 1.5
 

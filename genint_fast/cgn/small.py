@@ -29,8 +29,8 @@ from ..cgn_config import DISCRIMINATORS, CGNConfig  # the settings live torch-fr
 from ..layers import NearestUpConv2d
 
 __all__ = ["CGNConfig", "DISCRIMINATORS", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator",
-           "shuffle_texture", "crop_texture", "composite", "build_discriminator", "MASK_MIN", "MASK_MAX",
-           "CGNOutput"]
+           "shuffle_texture", "crop_texture", "composite", "build_discriminator", "MASK_MIN",
+           "MASK_MAX", "CGNOutput"]
 
 MASK_MIN, MASK_MAX = 1e-4, 0.9999
 
