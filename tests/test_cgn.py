@@ -857,7 +857,7 @@ def test_a_class_whose_masks_copy_the_background_in_part_is_named():
     yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
     disc = (((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 7.7 ** 2).float()       # ~18% of the image
     checker = ((yy // 6 + xx // 6) % 2 == 0).float()
-    leaky = torch.maximum(disc, 0.5 * checker)                               # mean ~0.34, ring ~0.25
+    leaky = torch.maximum(disc, 0.5 * checker)              # mean ~0.34, ring ~0.25
 
     def cgn_with(bad, mask):
         cgn = SmallCGN(CGNConfig(ch=8)).eval()
