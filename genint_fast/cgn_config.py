@@ -30,8 +30,12 @@ from .generator_spec import check_truncation
 
 __all__ = ["CGNConfig", "CGNTrainConfig", "DISCRIMINATORS", "STYLE_WEIGHTS", "PRESETS",
            "FOLDER_VARIANT", "DEFAULT_STEPS", "DEFAULT_EMA", "DEFAULT_CHOICES", "REFERENCE_STEPS",
+           "TRY_SEED_STRIDE",
            "preset_configs", "LargeCGNLossConfig", "LargeCGNTrainConfig"]
 
+# Try i of a run with tries > 1 trains with seed + i * TRY_SEED_STRIDE: the first try is the
+# plain run of its seed, and the tries of runs with seeds below the stride never share a seed.
+TRY_SEED_STRIDE = 1000
 DISCRIMINATORS = ("mlp", "mlp-projection", "mlp+colour-free", "conv", "projection")
 
 # Per-layer style weights w_l of the reference, applied as w_l^2 * 5e3 (CGN.md), for the four
@@ -135,6 +139,12 @@ class CGNTrainConfig:
     checkpoint_every: int = key(500, "steps between checkpoints (0: at the end only)")
     log_every: int = key(100, "steps between log lines (0: silent)")
     seed: int = key(0, "random seed")
+    tries: int = key(1, f"CGNs trained at most, with seeds seed, seed + {TRY_SEED_STRIDE}, ...: a "
+                        "try whose masks raise a decomposition warning (at check_at steps or "
+                        "at the end) gives way to the next; the first without one is kept, "
+                        "else the last (not in the reference; README, CGN section)")
+    check_at: int = key(0, "steps at which a try's masks are first checked, when tries > 1 "
+                           "(0: only at the end)")
 
     def __post_init__(self):
         if self.style_scale is None:
@@ -142,6 +152,9 @@ class CGNTrainConfig:
         self.style_scale = float(self.style_scale)
         if self.steps < 0 or self.batch_size < 2:
             raise ValueError("CGN training: steps must be >= 0 and batch_size >= 2")
+        if int(self.tries) < 1 or int(self.check_at) < 0:
+            raise ValueError(f"CGN training: tries must be >= 1 and check_at >= 0, got tries="
+                             f"{self.tries}, check_at={self.check_at}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"CGN training: ema must be in [0, 1), got {self.ema}")
         if min(self.lambda_mask, self.style_scale, self.d_noise, self.lambda_border) < 0:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["save_atomic", "write_text_atomic", "load_state", "read_json", "read_yaml_mapping"]
+__all__ = ["save_atomic", "write_text_atomic", "copy_atomic", "load_state", "read_json",
+           "read_yaml_mapping"]
 
 
 def save_atomic(obj, path) -> Path:
@@ -22,6 +23,14 @@ def save_atomic(obj, path) -> Path:
 def write_text_atomic(text: str, path) -> Path:
     """Write a UTF-8 text file (a report, a JSON record) the same all-or-nothing way."""
     return _write_atomic(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def copy_atomic(src, path) -> Path:
+    """Copy the file src to path the same all-or-nothing way."""
+    import shutil
+
+    with open(src, "rb") as fin:
+        return _write_atomic(path, lambda fh: shutil.copyfileobj(fin, fh))
 
 
 def _write_atomic(path, write) -> Path:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -894,3 +895,109 @@ def test_the_per_class_foreground_share_of_the_built_in_digits():
     assert len(by_class) == 10 and min(by_class) == by_class[1]       # a 1 has the least ink
     # 500 digits per class: the classes' mean is the overall share
     assert abs(sum(by_class) / 10 - foreground_share()) < 1e-6
+
+
+def _scripted_warnings(monkeypatch, script):
+    """Make decomposition_warnings answer from `script` (one list per call); returns the calls'
+    mask statistics as seen."""
+    import genint_fast.cgn.sampler as sampler
+
+    seen = []
+
+    def fake(stats, share=None, *, share_by_class=None):
+        seen.append(stats)
+        return list(script[len(seen) - 1])
+
+    monkeypatch.setattr(sampler, "decomposition_warnings", fake)
+    return seen
+
+
+def test_tries_keep_the_first_cgn_without_a_warning(tmp_path, monkeypatch):
+    from genint_fast.cgn import train_cgn_checked
+    from genint_fast.cgn_config import TRY_SEED_STRIDE
+
+    x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 2
+    mc = CGNConfig(num_classes=2, ch=8)
+    tc = CGNTrainConfig(steps=4, batch_size=4, feature_net="none", log_every=0, seed=3,
+                        tries=3, check_at=2)
+    # try 1 warns at its check (step 2), try 2 passes its check and the end
+    seen = _scripted_warnings(monkeypatch, [["masks over the border"], [], []])
+    logs = []
+    out = tmp_path / "cgn.pt"
+    s = train_cgn_checked(x, y, out, model_config=mc, train_config=tc, log=logs.append)
+    second = 3 + TRY_SEED_STRIDE
+    assert len(seen) == 3 and s["warnings"] == [] and s["seed"] == second
+    assert [(t["seed"], t["steps"], t["warnings"]) for t in s["tries"]] == [
+        (3, 2, ["masks over the border"]), (second, 4, [])]
+    assert load_cgn(tmp_path / "cgn.seed3.pt").steps_trained == 2        # kept, not deleted
+    assert not (tmp_path / f"cgn.seed{3 + 2 * TRY_SEED_STRIDE}.pt").exists()
+    assert any("gives way at step 2: masks over the border" in line for line in logs)
+    kept = read_cgn_checkpoint(out)
+    assert kept["step"] == 4 and kept["train_config"]["seed"] == second
+    # the kept try is the plain run of its seed: checked at step 2 and resumed = uninterrupted
+    plain = tmp_path / "plain.pt"
+    train_cgn(x, y, plain, model_config=mc, train_config=replace(tc, seed=second, tries=1),
+              log=lambda m: None)
+    for k, v in read_cgn_checkpoint(plain)["G"].items():
+        assert torch.equal(v, kept["G"][k]), k
+    # a finished run resumes OUT alone; with OUT gone the tries make the same choice again
+    _scripted_warnings(monkeypatch, [[]])
+    logs.clear()
+    assert train_cgn_checked(x, y, out, model_config=mc, train_config=tc,
+                             log=logs.append)["seed"] == second
+    assert any("resuming it alone" in line for line in logs)
+    out.unlink()
+    _scripted_warnings(monkeypatch, [["masks over the border"], [], []])
+    assert train_cgn_checked(x, y, out, model_config=mc, train_config=tc,
+                             log=lambda m: None)["seed"] == second
+    for k, v in read_cgn_checkpoint(out)["G"].items():
+        assert torch.equal(v, kept["G"][k]), k
+
+
+def test_tries_that_all_warn_keep_the_last_one_trained_in_full(tmp_path, monkeypatch):
+    from genint_fast.cgn import train_cgn_checked
+    from genint_fast.cgn_config import TRY_SEED_STRIDE
+
+    x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 2
+    tc = CGNTrainConfig(steps=3, batch_size=4, feature_net="none", log_every=0, tries=2,
+                        check_at=1)
+    _scripted_warnings(monkeypatch, [["a"], ["b"]])     # the last try is not checked early
+    logs = []
+    s = train_cgn_checked(x, y, tmp_path / "c.pt", model_config=CGNConfig(num_classes=2, ch=8),
+                          train_config=tc, log=logs.append)
+    assert s["warnings"] == ["b"] and s["seed"] == TRY_SEED_STRIDE
+    assert [t["steps"] for t in s["tries"]] == [1, 3]
+    assert read_cgn_checkpoint(tmp_path / "c.pt")["step"] == 3
+    assert "every try raised a warning" in logs[-1]
+
+
+def test_one_try_checks_the_masks_in_place(tmp_path):
+    from genint_fast.cgn import train_cgn_checked
+
+    x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 2
+    tc = CGNTrainConfig(steps=2, batch_size=4, feature_net="none", log_every=0)
+    s = train_cgn_checked(x, y, tmp_path / "c.pt", model_config=CGNConfig(num_classes=2, ch=8),
+                          train_config=tc, foreground_share=1e-6, log=lambda m: None)
+    assert "tries" not in s and sorted(tmp_path.iterdir()) == [tmp_path / "c.pt"]
+    assert s["mask"]["n"] == 500 and any("foreground share" in w for w in s["warnings"])
+    for bad in (dict(tries=0), dict(check_at=-1)):
+        with pytest.raises(ValueError, match="tries must be >= 1 and check_at >= 0"):
+            CGNTrainConfig(**bad)
+
+
+def test_cli_tries_report_every_try_and_the_kept_seed(tmp_path, capsys, monkeypatch):
+    from genint_fast.cgn_config import TRY_SEED_STRIDE
+
+    data = _image_folder(tmp_path / "imgs")
+    ckpt = tmp_path / "cgn.pt"
+    _scripted_warnings(monkeypatch, [["masks over the border"], [], []])
+    assert cli_main(["cgn", "--data", str(data), "--out", str(ckpt), "--batch-size", "4",
+                     "--feature-net", "none", "--ch", "8", "--steps", "3", "--tries", "2",
+                     "--check-at", "1", "--log-every", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["train_config"]["seed"] == TRY_SEED_STRIDE and summary["warnings"] == []
+    assert [t["steps"] for t in summary["tries"]] == [1, 3]
+    assert any(line.startswith("kept try 2/2 (seed 1000)") for line in lines)
+    assert not any(line.startswith("WARNING") for line in lines)
+    assert load_cgn(ckpt).steps_trained == 3

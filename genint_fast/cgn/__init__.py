@@ -13,10 +13,12 @@ from .sampler import (CounterfactualRecord, CounterfactualSampler, counterfactua
                       decomposition_warnings, mask_statistics)
 from .small import (CGNConfig, CGNOutput, ConvDiscriminator, MLPDiscriminator, SmallCGN,
                     build_discriminator, composite, shuffle_texture)
-from .train import CGNTrainConfig, load_cgn, mask_entropy, read_cgn_checkpoint, train_cgn
+from .train import (CGNTrainConfig, load_cgn, mask_entropy, read_cgn_checkpoint, train_cgn,
+                    train_cgn_checked)
 
 __all__ = ["CGNConfig", "CGNOutput", "SmallCGN", "MLPDiscriminator", "ConvDiscriminator",
            "build_discriminator", "composite", "shuffle_texture", "CGNTrainConfig", "train_cgn",
+           "train_cgn_checked",
            "load_cgn", "read_cgn_checkpoint", "mask_entropy", "CounterfactualRecord",
            "CounterfactualSampler", "counterfactual_sheet", "mask_statistics",
            "decomposition_warnings"]

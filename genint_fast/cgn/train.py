@@ -22,17 +22,19 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..io import load_state, save_atomic
-from ..cgn_config import STYLE_WEIGHTS, CGNConfig, CGNTrainConfig  # torch-free settings
+from ..io import copy_atomic, load_state, save_atomic
+from ..cgn_config import (STYLE_WEIGHTS, TRY_SEED_STRIDE, CGNConfig,  # torch-free settings
+                          CGNTrainConfig)
 from .small import SmallCGN, build_discriminator
 
-__all__ = ["CGNTrainConfig", "train_cgn", "load_cgn", "read_cgn_checkpoint", "mask_entropy",
+__all__ = ["CGNTrainConfig", "train_cgn", "train_cgn_checked", "load_cgn", "read_cgn_checkpoint",
+           "mask_entropy",
            "border_mean",
            "style_feature_net", "STYLE_WEIGHTS", "CHECKPOINT_FORMAT"]
 
@@ -140,7 +142,8 @@ def _resumable_model_config(state, model_config, tc, out) -> CGNConfig:
     theirs = dict(state["train_config"])
     mine = tc.to_dict()
     defaults = CGNTrainConfig().to_dict()   # a field newer than the checkpoint: its default
-    diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every", "log_every")
+    diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every", "log_every",
+                                               "tries", "check_at")
                   and mine[k] != theirs.get(k, defaults[k]))
     if diff:
         raise ValueError(f"cannot resume {out}: its training settings differ in "
@@ -298,3 +301,77 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
         save_atomic(_checkpoint_state(parts, mc, tc, step, fnet, device), out)
     return {"steps": step, **losses, "seconds": time.perf_counter() - t0,
             "feature_net": getattr(fnet, "name", "none"), "checkpoint": str(out)}
+
+
+def train_cgn_checked(images, labels, out, *, model_config: CGNConfig | None = None,
+                      train_config: CGNTrainConfig | None = None, foreground_share=None,
+                      share_by_class=None, resume=True, device="cpu", log=print) -> dict:
+    """train_cgn, then the masks checked: the summary gains "mask" (sampler.mask_statistics)
+    and "warnings" (sampler.decomposition_warnings, given the data's foreground share and its
+    per-class values where known). With train_config.tries > 1, try i trains seed + i *
+    TRY_SEED_STRIDE into OUT.seed<S>.pt; a try whose masks raise a warning at check_at steps
+    (if 0 < check_at < steps) or at the end gives way to the next, the first try without one
+    (else the last) is copied to OUT, and "tries" lists every try (seed, checkpoint, steps
+    trained, warnings). Every try resumes from its own file, so a killed run picks up where it
+    stopped and a finished one makes the same choice again; an OUT that already exists is
+    resumed alone (the choice was made)."""
+    from .sampler import decomposition_warnings, mask_statistics
+
+    tc = train_config or CGNTrainConfig()
+    out = Path(out)
+
+    def check(path, seed):
+        stats = mask_statistics(load_cgn(path, device=device), seed=seed)
+        return stats, decomposition_warnings(stats, foreground_share,
+                                             share_by_class=share_by_class)
+
+    def train(path, cfg, resume_):
+        return train_cgn(images, labels, path, model_config=model_config, train_config=cfg,
+                         resume=resume_, device=device, log=log)
+
+    if tc.tries == 1 or (resume and out.is_file()):
+        if tc.tries > 1:
+            log(f"{out} exists: resuming it alone (its tries were chosen from already)")
+            kept = read_cgn_checkpoint(out).get("train_config", {})
+            tc = replace(tc, seed=int(kept.get("seed", tc.seed)))
+        summary = train(out, tc, resume)
+        stats, warnings = check(out, tc.seed)
+        return {**summary, "seed": tc.seed, "mask": stats, "warnings": warnings}
+    tries, kept = [], None
+    t0 = time.perf_counter()
+    for i in range(tc.tries):
+        seed = tc.seed + i * TRY_SEED_STRIDE
+        path = out.with_name(f"{out.stem}.seed{seed}{out.suffix}")
+        cfg = replace(tc, seed=seed)
+        last = i == tc.tries - 1
+        record = {"seed": seed, "checkpoint": str(path)}
+        tries.append(record)
+        fresh = resume
+        if 0 < tc.check_at < tc.steps and not last:
+            log(f"try {i + 1}/{tc.tries} (seed {seed}): training to step {tc.check_at}, then "
+                f"its masks are checked")
+            train(path, replace(cfg, steps=tc.check_at), resume)
+            fresh = True                       # the rest of this try continues that file
+            _, warnings = check(path, seed)
+            if warnings:
+                record.update(steps=tc.check_at, warnings=warnings)
+                log(f"try {i + 1}/{tc.tries} (seed {seed}) gives way at step {tc.check_at}: "
+                    f"{'; '.join(warnings)}")
+                continue
+        else:
+            log(f"try {i + 1}/{tc.tries} (seed {seed})")
+        summary = train(path, cfg, fresh)
+        stats, warnings = check(path, seed)
+        record.update(steps=summary["steps"], warnings=warnings)
+        kept = (summary, stats, warnings, record)
+        if not warnings:
+            break
+        if not last:
+            log(f"try {i + 1}/{tc.tries} (seed {seed}) gives way at the end: "
+                f"{'; '.join(warnings)}")
+    summary, stats, warnings, record = kept
+    copy_atomic(record["checkpoint"], out)
+    log(f"kept try {tries.index(record) + 1}/{tc.tries} (seed {record['seed']}) as {out}"
+        + ("" if not warnings else " (every try raised a warning: the last one is kept)"))
+    return {**summary, "seconds": time.perf_counter() - t0, "checkpoint": str(out),
+            "seed": record["seed"], "mask": stats, "warnings": warnings, "tries": tries}

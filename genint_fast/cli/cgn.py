@@ -40,6 +40,7 @@ _SMALL_FIELDS = (("steps", "steps", ("train", "updates")),
                  ("lambda_border", "lambda_border", None),
                  ("ch", "ch", None), ("disc", "disc", None), ("bg_crop", "bg_crop", None),
                  ("seed", "seed", ("train", "seed")),
+                 ("tries", "tries", None), ("check_at", "check_at", None),
                  ("checkpoint_every", "checkpoint_every", ("train", "checkpoint_every")),
                  ("log_every", "log_every", ("train", "log_every")))
 # --large only: --flag -> (config, field), metavar
@@ -291,8 +292,7 @@ def cgn_main(args) -> int:
     _check_flags(args)
     import torch
 
-    from ..cgn import (counterfactual_sheet, decomposition_warnings, load_cgn, mask_statistics,
-                      read_cgn_checkpoint, train_cgn)
+    from ..cgn import counterfactual_sheet, load_cgn, read_cgn_checkpoint, train_cgn_checked
 
     variant = _variant(args.data)
     # validate the flags against the configs before loading any data
@@ -315,22 +315,22 @@ def cgn_main(args) -> int:
          f"{', resuming ' + str(out) + ' with its settings' if state is not None else ''})")
     mc, tc = _configs(args, variant, len(classes), state)
     del state
-    summary = train_cgn(images, labels, out, model_config=mc, train_config=tc, resume=resume,
-                        device=device, log=_log)
-    cgn = load_cgn(out, device=device)
-    stats = mask_statistics(cgn, seed=tc.seed)
+    share, share_by_class = _foreground_share(variant)
+    summary = train_cgn_checked(images, labels, out, model_config=mc, train_config=tc,
+                                foreground_share=share, share_by_class=share_by_class,
+                                resume=resume, device=device, log=_log)
+    stats = summary["mask"]
     _log(f"masks: mean {stats['mean']:.3f}, near-binary share {stats['binary_share']:.3f}, "
          f"entropy {stats['entropy_bits']:.3f} bits, on the border {stats['border_mean']:.3f} "
          f"(n={stats['n']})")
-    share, share_by_class = _foreground_share(variant)
-    warnings = decomposition_warnings(stats, share, share_by_class=share_by_class)
-    for w in warnings:
+    for w in summary["warnings"]:
         _log(f"WARNING: the decomposition failed: {w}; look at the counterfactual sheet "
-             f"(--samples) and train longer or choose another --preset")
+             f"(--samples) and train longer, give --tries N or choose another --preset")
     summary.update(classes=list(classes), model_config=mc.to_dict(),
-                   train_config=tc.to_dict(), mask=stats, warnings=warnings)
+                   train_config=dict(tc.to_dict(), seed=summary["seed"]))
     if args.samples:
-        counterfactual_sheet(cgn, args.samples, seed=tc.seed)
+        cgn = load_cgn(out, device=device)
+        counterfactual_sheet(cgn, args.samples, seed=summary["seed"])
         summary["samples"] = str(args.samples)
         _log(f"counterfactual sheet: {args.samples}")
     _log(json.dumps(summary))

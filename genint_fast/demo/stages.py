@@ -73,11 +73,12 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
     """Train (or resume) the small CGN on the training split, cached in OUT/cgn.pt; write the
     counterfactual sheet; return (path, summary with mask statistics)."""
     from ..cgn import (counterfactual_sheet, decomposition_warnings, load_cgn, mask_statistics,
-                      train_cgn)
+                      train_cgn_checked)
     from ..cgn.presets import preset_configs
     from ..data.shapes import foreground_share
 
     t0 = time.perf_counter()
+    by_class = None if cfg.variant == "cmnist" else foreground_share(by_class=True)
     if cfg.cgn_checkpoint:
         path = Path(cfg.cgn_checkpoint)
         cgn = load_cgn(path)
@@ -91,14 +92,15 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
                                 train_overrides=dict(
             steps=steps, batch_size=cfg.cgn_batch_size, feature_net=cfg.cgn_feature_net,
             seed=cfg.data_seed, log_every=max(steps // 5, 1), checkpoint_every=250))
-        summary = train_cgn(train.float_images() * 2 - 1, train.labels, path, model_config=mc,
-                            train_config=tc, resume=True, log=log)
+        summary = train_cgn_checked(
+            train.float_images() * 2 - 1, train.labels, path, model_config=mc, train_config=tc,
+            foreground_share=foreground_share(), share_by_class=by_class, resume=True, log=log)
         cgn = load_cgn(path)
     summary["wall_s"] = time.perf_counter() - t0
-    summary["mask"] = mask_statistics(cgn)
-    summary["warnings"] = decomposition_warnings(
-        summary["mask"], foreground_share(),
-        share_by_class=None if cfg.variant == "cmnist" else foreground_share(by_class=True))
+    if "mask" not in summary:                  # a given checkpoint: checked here
+        summary["mask"] = mask_statistics(cgn)
+        summary["warnings"] = decomposition_warnings(summary["mask"], foreground_share(),
+                                                     share_by_class=by_class)
     for w in summary["warnings"]:
         log(f"  WARNING: the decomposition failed: {w}")
     from ..diagnostics.shape import cached_shape_reader, shape_consistency
