@@ -752,8 +752,15 @@ def test_presets_load_and_match_the_reference_facts():
     assert preset_configs("default", "double-colored")[0].disc == "mlp"
     mc, tc = preset_configs("default", "wildlife")
     assert (mc.init, mc.init_gain, tc.lambda_mask, mc.disc) == ("orthogonal", 0.1, 0.1, "mlp")
+    # wildlife: the background window and up to three tries checked at step 3000; the other
+    # variants train one CGN with the reference's cyclic shift
+    assert (mc.bg_crop, tc.tries, tc.check_at) == (8, 3, 3000)
+    for variant in ("colored", "double-colored", "rotation", None):
+        mc, tc = preset_configs("default", variant)
+        assert (mc.bg_crop, tc.tries, tc.check_at) == (0, 1, 0), variant
     mc, tc = preset_configs("reference", "wildlife")
     assert (mc.init, mc.init_gain, tc.lambda_mask, mc.disc) == ("normal", 0.03, 0.3, "conv")
+    assert (mc.bg_crop, tc.tries) == (0, 1)
     mc, _ = preset_configs("default", "colored", model_overrides={"disc": "mlp"})
     assert mc.disc == "mlp"                                # overrides still win
     with pytest.raises(ValueError, match="unknown CGN preset"):
