@@ -904,6 +904,16 @@ def test_the_per_class_foreground_share_of_the_built_in_digits():
     assert abs(sum(by_class) / 10 - foreground_share()) < 1e-6
 
 
+def test_the_shares_a_variant_checks_its_masks_against():
+    from genint_fast.data.shapes import foreground_share, variant_foreground_shares
+
+    share, by_class = variant_foreground_shares("wildlife")
+    assert share == foreground_share() and by_class == foreground_share(by_class=True)
+    # cmnist's two classes are digit ranges, not digits: no per-class values
+    assert variant_foreground_shares("cmnist") == (foreground_share(), None)
+    assert variant_foreground_shares(None) == (None, None)               # a folder: unknown
+
+
 def _scripted_warnings(monkeypatch, script):
     """Make decomposition_warnings answer from `script` (one list per call); returns the calls'
     mask statistics as seen."""

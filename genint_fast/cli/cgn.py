@@ -256,16 +256,6 @@ def _load_data(source):
     return load_training_data(source)
 
 
-def _foreground_share(variant):
-    """The built-in digits' stroke share and its value per class (None, None for a folder:
-    unknown; the per-class values only where the classes are the ten digits)."""
-    if variant is None:
-        return None, None
-    from ..data.digits import foreground_share
-
-    return foreground_share(), (None if variant == "cmnist" else foreground_share(by_class=True))
-
-
 def _configs(args, variant, num_classes, state):
     """(CGNConfig, CGNTrainConfig): the checkpoint's own settings when resuming, else the
     variant's defaults; flags given on the command line override either."""
@@ -315,7 +305,9 @@ def cgn_main(args) -> int:
          f"{', resuming ' + str(out) + ' with its settings' if state is not None else ''})")
     mc, tc = _configs(args, variant, len(classes), state)
     del state
-    share, share_by_class = _foreground_share(variant)
+    from ..data.shapes import variant_foreground_shares
+
+    share, share_by_class = variant_foreground_shares(variant)
     summary = train_cgn_checked(images, labels, out, model_config=mc, train_config=tc,
                                 foreground_share=share, share_by_class=share_by_class,
                                 resume=resume, device=device, log=_log)

@@ -91,6 +91,15 @@ def foreground_share(shapes: str = "mnist", *, by_class: bool = False) -> float 
     return float(masks.mean()) * scale
 
 
+def variant_foreground_shares(variant: str | None) -> tuple:
+    """(stroke share, per-class shares) a CGN's masks should cover on a built-in digits
+    variant: the per-class values only where the classes are the ten digits (not cmnist's
+    0-4 / 5-9); (None, None) for a variant that is not built in (a folder: unknown)."""
+    if variant is None:
+        return None, None
+    return foreground_share(), (None if variant == "cmnist" else foreground_share(by_class=True))
+
+
 def shape_pools(seed: int, shapes: str = "mnist") -> dict:
     """Stratified, seeded split of the digit indices into disjoint shape pools
     {"train", "val", "test"} (60 / 10 / 30% of each class)."""

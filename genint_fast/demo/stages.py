@@ -75,10 +75,10 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
     from ..cgn import (counterfactual_sheet, decomposition_warnings, load_cgn, mask_statistics,
                       train_cgn_checked)
     from ..cgn.presets import preset_configs
-    from ..data.shapes import foreground_share
+    from ..data.shapes import variant_foreground_shares
 
     t0 = time.perf_counter()
-    by_class = None if cfg.variant == "cmnist" else foreground_share(by_class=True)
+    share, by_class = variant_foreground_shares(cfg.variant)
     if cfg.cgn_checkpoint:
         path = Path(cfg.cgn_checkpoint)
         cgn = load_cgn(path)
@@ -94,12 +94,12 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
             seed=cfg.data_seed, log_every=max(steps // 5, 1), checkpoint_every=250))
         summary = train_cgn_checked(
             train.float_images() * 2 - 1, train.labels, path, model_config=mc, train_config=tc,
-            foreground_share=foreground_share(), share_by_class=by_class, resume=True, log=log)
+            foreground_share=share, share_by_class=by_class, resume=True, log=log)
         cgn = load_cgn(path)
     summary["wall_s"] = time.perf_counter() - t0
     if "mask" not in summary:                  # a given checkpoint: checked here
         summary["mask"] = mask_statistics(cgn)
-        summary["warnings"] = decomposition_warnings(summary["mask"], foreground_share(),
+        summary["warnings"] = decomposition_warnings(summary["mask"], share,
                                                      share_by_class=by_class)
     for w in summary["warnings"]:
         log(f"  WARNING: the decomposition failed: {w}")
