@@ -921,7 +921,7 @@ def _scripted_warnings(monkeypatch, script):
 
     seen = []
 
-    def fake(stats, share=None, *, share_by_class=None):
+    def fake(stats, share=None, *, share_by_class=None, min_shape_consistency=0.0):
         seen.append(stats)
         return list(script[len(seen) - 1])
 
@@ -1018,3 +1018,100 @@ def test_cli_tries_report_every_try_and_the_kept_seed(tmp_path, capsys, monkeypa
     assert any(line.startswith("kept try 2/2 (seed 1000)") for line in lines)
     assert not any(line.startswith("WARNING") for line in lines)
     assert load_cgn(ckpt).steps_trained == 3
+
+
+def test_a_low_shape_consistency_is_a_warning_only_when_a_bar_is_set():
+    from genint_fast.cgn import decomposition_warnings
+
+    stats = {"mean": 0.18, "border_mean": 0.0, "binary_share": 0.95, "shape_consistency": 0.87}
+    assert decomposition_warnings(stats, 0.18) == []                  # no bar: informative only
+    assert decomposition_warnings(stats, 0.18, min_shape_consistency=0.85) == []
+    (w,) = decomposition_warnings(stats, 0.18, min_shape_consistency=0.9)
+    assert "87.0% of the masks as the asked digit (bar 90%)" in w
+    assert decomposition_warnings({k: v for k, v in stats.items() if k != "shape_consistency"},
+                                  0.18, min_shape_consistency=0.9) == []
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="min_shape_consistency is a share in"):
+            CGNTrainConfig(min_shape_consistency=bad)
+
+
+def test_tries_give_way_to_masks_that_draw_the_wrong_digits(tmp_path, monkeypatch):
+    import genint_fast.cgn.sampler as sampler
+    from genint_fast.cgn import train_cgn_checked
+    from genint_fast.cgn_config import TRY_SEED_STRIDE
+
+    # masks whose areas and borders look right (an untrained CGN's would warn for themselves)
+    monkeypatch.setattr(sampler, "mask_statistics", lambda cgn, seed=0: {
+        "mean": 0.18, "border_mean": 0.0, "binary_share": 0.95, "n": 500})
+
+    x, y = torch.rand(8, 3, 32, 32) * 2 - 1, torch.arange(8) % 2
+    mc = CGNConfig(num_classes=2, ch=8)
+    tc = CGNTrainConfig(steps=3, batch_size=4, feature_net="none", log_every=0, tries=3,
+                        check_at=1, min_shape_consistency=0.9)
+    with pytest.raises(ValueError, match="only the built-in digits variants have"):
+        train_cgn_checked(x, y, tmp_path / "c.pt", model_config=mc, train_config=tc)
+    assert not list(tmp_path.iterdir())                       # refused before any training
+    # a reader that reads the first try's masks badly and the second's well
+    reads = iter([0.5, 0.95, 0.96])
+    seen = []
+
+    def check(cgn):
+        seen.append(cgn.steps_trained)
+        return next(reads)
+
+    logs = []
+    s = train_cgn_checked(x, y, tmp_path / "c.pt", model_config=mc, train_config=tc,
+                          shape_check=check, log=logs.append)
+    assert seen == [1, 1, 3] and s["seed"] == TRY_SEED_STRIDE and s["warnings"] == []
+    assert s["mask"]["shape_consistency"] == 0.96
+    assert "50.0% of the masks as the asked digit" in s["tries"][0]["warnings"][0]
+    assert any("gives way at step 1" in line for line in logs)
+    # the bar is a rule of choice, not a training setting: the kept run resumes under another
+    s = train_cgn_checked(x, y, tmp_path / "c.pt", model_config=mc,
+                          train_config=replace(tc, min_shape_consistency=0.5, steps=4),
+                          shape_check=lambda cgn: 0.6, log=lambda m: None)
+    assert s["steps"] == 4 and s["warnings"] == []
+
+
+def test_shape_check_maps_cmnist_digits_to_its_two_classes():
+    from genint_fast.diagnostics.shape import shape_check
+
+    class Reader(torch.nn.Module):   # reads every mask as the digit 7
+        def forward(self, x):
+            return F.one_hot(torch.full((x.shape[0],), 7), 10).float()
+
+    torch.manual_seed(0)
+    cgn = SmallCGN(CGNConfig(num_classes=2, ch=8)).eval()
+    # on cmnist a 7 is class 1 (digits 5-9): the share of masks asked for class 1
+    g = torch.Generator().manual_seed(0)
+    asked = torch.randint(2, (1000,), generator=g)
+    assert shape_check(Reader(), "cmnist")(cgn) == pytest.approx(asked.float().mean().item())
+    assert shape_check(Reader(), "colored")(cgn) == 0.0       # no class 7 among two classes
+
+
+def test_cli_refuses_a_shape_bar_on_an_image_folder(tmp_path, capsys):
+    data = _image_folder(tmp_path / "imgs")
+    assert cli_main(["cgn", "--data", str(data), "--out", str(tmp_path / "c.pt"),
+                     "--min-shape-consistency", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "--min-shape-consistency needs the shape reader of the built-in digits" in err
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_cli_reports_shape_consistency_on_built_in_digits(tmp_path, capsys, monkeypatch):
+    import genint_fast.cgn_config as cgn_config
+
+    monkeypatch.setenv("GENINT_FAST_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(cgn_config, "SHAPE_READER_STEPS", 5)   # a quick reader: plumbing only
+    out = tmp_path / "cgn.pt"
+    assert cli_main(["cgn", "--data", "digits:double-colored", "--out", str(out), "--steps",
+                     "2", "--batch-size", "4", "--ch", "8", "--feature-net", "none",
+                     "--tries", "1", "--min-shape-consistency", "1", "--log-every", "0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    sc = summary["mask"]["shape_consistency"]
+    assert 0.0 <= sc < 1.0 and summary["train_config"]["min_shape_consistency"] == 1.0
+    assert any(f"shape consistency {sc:.1%}" in line for line in lines)
+    assert any(line.startswith("WARNING") and "as the asked digit (bar 100%)" in line
+               for line in lines)
+    assert (tmp_path / "cache" / "features" / "shape_reader_mnist_seed0_5.pt").is_file()

@@ -143,14 +143,17 @@ PARTIAL_AREA_RATIO = 1.5
 
 
 def decomposition_warnings(stats: dict, foreground_share: float | None = None, *,
-                           share_by_class: list | None = None) -> list:
+                           share_by_class: list | None = None,
+                           min_shape_consistency: float = 0.0) -> list:
     """Sentences saying why a CGN's masks look like a failed decomposition (empty list: none):
     masks that cover the image border (the background of object-centred images), masks far
     larger or smaller than the data's foreground share (when it is known: the built-in digits'
     strokes), almost empty masks, or masks that are not near-binary; and classes whose masks
     draw part of the background (a border ring above PARTIAL_BORDER, or, with share_by_class,
     more than PARTIAL_AREA_RATIO times their digits' stroke share): a partial failure that the
-    averages hide and that the classifier learns as a background shortcut."""
+    averages hide and that the classifier learns as a background shortcut; and, when stats
+    holds "shape_consistency" and min_shape_consistency > 0, masks that draw other digits than
+    the asked ones too often (the areas and borders can look right while the shapes do not)."""
     out = []
     mean, border = stats["mean"], stats.get("border_mean", 0.0)
     rings = stats.get("border_by_class") or []
@@ -191,6 +194,11 @@ def decomposition_warnings(stats: dict, foreground_share: float | None = None, *
     if stats["binary_share"] < 0.6:
         out.append(f"only {stats['binary_share']:.0%} of mask values are near 0 or 1: the "
                    f"mechanisms blend instead of composing")
+    sc = stats.get("shape_consistency")
+    if min_shape_consistency > 0 and sc is not None and sc < min_shape_consistency:
+        out.append(f"a shape reader reads only {sc:.1%} of the masks as the asked digit (bar "
+                   f"{min_shape_consistency:.0%}): the shape mechanism draws other classes' "
+                   f"shapes, which a classifier trained on the counterfactuals learns as theirs")
     return out
 
 

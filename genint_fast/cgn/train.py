@@ -143,7 +143,7 @@ def _resumable_model_config(state, model_config, tc, out) -> CGNConfig:
     mine = tc.to_dict()
     defaults = CGNTrainConfig().to_dict()   # a field newer than the checkpoint: its default
     diff = sorted(k for k in mine if k not in ("steps", "checkpoint_every", "log_every",
-                                               "tries", "check_at")
+                                               "tries", "check_at", "min_shape_consistency")
                   and mine[k] != theirs.get(k, defaults[k]))
     if diff:
         raise ValueError(f"cannot resume {out}: its training settings differ in "
@@ -305,7 +305,8 @@ def train_cgn(images, labels, out, *, model_config: CGNConfig | None = None,
 
 def train_cgn_checked(images, labels, out, *, model_config: CGNConfig | None = None,
                       train_config: CGNTrainConfig | None = None, foreground_share=None,
-                      share_by_class=None, resume=True, device="cpu", log=print) -> dict:
+                      share_by_class=None, shape_check=None, resume=True, device="cpu",
+                      log=print) -> dict:
     """train_cgn, then the masks checked: the summary gains "mask" (sampler.mask_statistics)
     and "warnings" (sampler.decomposition_warnings, given the data's foreground share and its
     per-class values where known). With train_config.tries > 1, try i trains seed + i *
@@ -314,16 +315,27 @@ def train_cgn_checked(images, labels, out, *, model_config: CGNConfig | None = N
     (else the last) is copied to OUT, and "tries" lists every try (seed, checkpoint, steps
     trained, warnings). Every try resumes from its own file, so a killed run picks up where it
     stopped and a finished one makes the same choice again; an OUT that already exists is
-    resumed alone (the choice was made)."""
+    resumed alone (the choice was made).
+    shape_check (a callable CGN -> shape consistency, diagnostics.shape.shape_check) adds the
+    masks' shape consistency to "mask"; with train_config.min_shape_consistency > 0 a value
+    below it is a warning like the others (the check is then required)."""
     from .sampler import decomposition_warnings, mask_statistics
 
     tc = train_config or CGNTrainConfig()
     out = Path(out)
+    if tc.min_shape_consistency > 0 and shape_check is None:
+        raise ValueError("min_shape_consistency needs a shape reader, which only the built-in "
+                         "digits variants have (their colour-free digits); leave it at 0 for "
+                         "an image folder")
 
     def check(path, seed):
-        stats = mask_statistics(load_cgn(path, device=device), seed=seed)
+        cgn = load_cgn(path, device=device)
+        stats = mask_statistics(cgn, seed=seed)
+        if shape_check is not None:
+            stats["shape_consistency"] = float(shape_check(cgn))
         return stats, decomposition_warnings(stats, foreground_share,
-                                             share_by_class=share_by_class)
+                                             share_by_class=share_by_class,
+                                             min_shape_consistency=tc.min_shape_consistency)
 
     def train(path, cfg, resume_):
         return train_cgn(images, labels, path, model_config=model_config, train_config=cfg,

@@ -41,6 +41,7 @@ _SMALL_FIELDS = (("steps", "steps", ("train", "updates")),
                  ("ch", "ch", None), ("disc", "disc", None), ("bg_crop", "bg_crop", None),
                  ("seed", "seed", ("train", "seed")),
                  ("tries", "tries", None), ("check_at", "check_at", None),
+                 ("min_shape_consistency", "min_shape_consistency", None),
                  ("checkpoint_every", "checkpoint_every", ("train", "checkpoint_every")),
                  ("log_every", "log_every", ("train", "log_every")))
 # --large only: --flag -> (config, field), metavar
@@ -274,6 +275,21 @@ def _configs(args, variant, num_classes, state):
                           model_overrides=model_over, train_overrides=train_over)
 
 
+def _shape_check(variant):
+    """The masks' shape consistency check on a built-in digits variant (None for a folder): a
+    shape reader trained once on the benchmark's colour-free train-pool digits, cached in the
+    feature cache (genint_fast.features.feature_cache_dir)."""
+    if variant is None:
+        return None
+    from ..cgn_config import SHAPE_READER_STEPS
+    from ..diagnostics.shape import cached_shape_reader, shape_check
+    from ..features import feature_cache_dir
+
+    path = feature_cache_dir() / f"shape_reader_mnist_seed0_{SHAPE_READER_STEPS}.pt"
+    reader, _ = cached_shape_reader(path, SHAPE_READER_STEPS, seed=0, log=_log)
+    return shape_check(reader, variant)
+
+
 def cgn_main(args) -> int:
     if args.large:
         from .cgn_large import large_main
@@ -287,6 +303,10 @@ def cgn_main(args) -> int:
     variant = _variant(args.data)
     # validate the flags against the configs before loading any data
     _configs(args, variant, 10, None)
+    if variant is None and args.min_shape_consistency:
+        raise ValueError("--min-shape-consistency needs the shape reader of the built-in "
+                         "digits (their colour-free strokes); an image folder has none: leave "
+                         "it out")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -310,11 +330,13 @@ def cgn_main(args) -> int:
     share, share_by_class = variant_foreground_shares(variant)
     summary = train_cgn_checked(images, labels, out, model_config=mc, train_config=tc,
                                 foreground_share=share, share_by_class=share_by_class,
-                                resume=resume, device=device, log=_log)
+                                shape_check=_shape_check(variant), resume=resume, device=device,
+                                log=_log)
     stats = summary["mask"]
     _log(f"masks: mean {stats['mean']:.3f}, near-binary share {stats['binary_share']:.3f}, "
          f"entropy {stats['entropy_bits']:.3f} bits, on the border {stats['border_mean']:.3f} "
-         f"(n={stats['n']})")
+         f"(n={stats['n']})" + (f", shape consistency {stats['shape_consistency']:.1%}"
+                                if "shape_consistency" in stats else ""))
     for w in summary["warnings"]:
         _log(f"WARNING: the decomposition failed: {w}; look at the counterfactual sheet "
              f"(--samples) and train longer, give --tries N or choose another --preset")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config_fields import key
+from ..cgn_config import SHAPE_READER_STEPS  # torch-free
 
 METHODS = ("erm", "gan-aug", "genint", "genint-transfer", "random-directions", "matched-norm",
            "cgn", "real+cgn", "groupdro", "jtt", "dfr", "genint+cgn")
@@ -155,9 +156,10 @@ class DemoConfig:
     cgn_per_mask: int = key(10, "counterfactuals per mask")
     cgn_labels: str = key("permute", "how the counterfactuals' texture and background classes "
                                      "are drawn")
-    shape_reader_steps: int = key(750, "steps of the shape-consistency reader (cached in OUT): "
-                                       "95.6% on test-pool masks; 1500 for the README's CGN "
-                                       "tables (96.7%)")
+    shape_reader_steps: int = key(SHAPE_READER_STEPS, "steps of the shape-consistency reader "
+                                                      "(cached in OUT): 95.6% on test-pool "
+                                                      "masks; 1500 for the README's CGN tables "
+                                                      "(96.7%)")
     cgn_checkpoint: str | None = key(None, "a CGN checkpoint to use for the cgn rows instead of "
                                            "training one (e.g. the authors', converted by "
                                            "`genint-fast cgn import`)")

@@ -76,9 +76,13 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
                       train_cgn_checked)
     from ..cgn.presets import preset_configs
     from ..data.shapes import variant_foreground_shares
+    from ..diagnostics.shape import cached_shape_reader, shape_check
 
     t0 = time.perf_counter()
     share, by_class = variant_foreground_shares(cfg.variant)
+    reader, reader_acc = cached_shape_reader(out / "shape_reader.pt", cfg.shape_reader_steps,
+                                             seed=cfg.data_seed, log=log)
+    check = shape_check(reader, cfg.variant)
     if cfg.cgn_checkpoint:
         path = Path(cfg.cgn_checkpoint)
         cgn = load_cgn(path)
@@ -94,23 +98,17 @@ def _cgn(cfg: DemoConfig, train, out: Path, log):
             seed=cfg.data_seed, log_every=max(steps // 5, 1), checkpoint_every=250))
         summary = train_cgn_checked(
             train.float_images() * 2 - 1, train.labels, path, model_config=mc, train_config=tc,
-            foreground_share=share, share_by_class=by_class, resume=True, log=log)
+            foreground_share=share, share_by_class=by_class, shape_check=check, resume=True,
+            log=log)
         cgn = load_cgn(path)
     summary["wall_s"] = time.perf_counter() - t0
     if "mask" not in summary:                  # a given checkpoint: checked here
-        summary["mask"] = mask_statistics(cgn)
+        summary["mask"] = dict(mask_statistics(cgn), shape_consistency=check(cgn))
         summary["warnings"] = decomposition_warnings(summary["mask"], share,
                                                      share_by_class=by_class)
     for w in summary["warnings"]:
         log(f"  WARNING: the decomposition failed: {w}")
-    from ..diagnostics.shape import cached_shape_reader, shape_consistency
-
-    reader, reader_acc = cached_shape_reader(out / "shape_reader.pt", cfg.shape_reader_steps,
-                                             seed=cfg.data_seed, log=log)
-    # cmnist's classes are digit ranges (0-4, 5-9): the reader's digit is mapped to its range
-    summary["shape_consistency"] = shape_consistency(
-        cgn, reader, digit_to_class=(lambda d: (d >= 5).long()) if cfg.variant == "cmnist"
-        else None)
+    summary["shape_consistency"] = summary["mask"]["shape_consistency"]
     summary["shape_reader_accuracy"] = reader_acc
     counterfactual_sheet(cgn, out / "counterfactuals.png")
     return path, summary

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "cached_shape_reader",
-           "shape_consistency", "mask_transfer", "shape_diversity", "cgn_shape_diversity"]
+           "shape_consistency", "shape_check", "mask_transfer", "shape_diversity", "cgn_shape_diversity"]
 
 
 def digit_shapes(split="train", n=4000, seed=0, shapes="mnist"):
@@ -98,6 +98,15 @@ def shape_consistency(cgn, reader, n=1000, seed=0, digit_to_class=None) -> float
     if digit_to_class is not None:
         read = digit_to_class(read)
     return (read == y).float().mean().item()
+
+
+def shape_check(reader, variant):
+    """cgn -> shape_consistency(cgn, reader) on a built-in digits variant, cmnist's digit ranges
+    (0-4, 5-9) mapped to its two classes: what train_cgn_checked's shape_check asks for."""
+    from ..data.benchmark import canonical_variant
+
+    to_class = (lambda d: (d >= 5).long()) if canonical_variant(variant) == "cmnist" else None
+    return lambda cgn: shape_consistency(cgn, reader, digit_to_class=to_class)
 
 
 @torch.no_grad()
