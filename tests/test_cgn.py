@@ -752,12 +752,16 @@ def test_presets_load_and_match_the_reference_facts():
     assert preset_configs("default", "double-colored")[0].disc == "mlp"
     mc, tc = preset_configs("default", "wildlife")
     assert (mc.init, mc.init_gain, tc.lambda_mask, mc.disc) == ("orthogonal", 0.1, 0.1, "mlp")
-    # wildlife: the background window and up to three tries checked at step 3000; the other
+    # wildlife: the background window and up to three tries checked at step 3000;
+    # double-colored: two tries checked at the end against the shape bar; the other
     # variants train one CGN with the reference's cyclic shift
-    assert (mc.bg_crop, tc.tries, tc.check_at) == (8, 3, 3000)
-    for variant in ("colored", "double-colored", "rotation", None):
+    assert (mc.bg_crop, tc.tries, tc.check_at, tc.min_shape_consistency) == (8, 3, 3000, 0.0)
+    mc, tc = preset_configs("default", "double-colored")
+    assert (mc.bg_crop, tc.tries, tc.check_at, tc.min_shape_consistency) == (0, 2, 0, 0.9)
+    for variant in ("colored", "rotation", None):
         mc, tc = preset_configs("default", variant)
-        assert (mc.bg_crop, tc.tries, tc.check_at) == (0, 1, 0), variant
+        assert (mc.bg_crop, tc.tries, tc.check_at, tc.min_shape_consistency) == (0, 1, 0, 0.0)
+    assert preset_configs("reference", "double-colored")[1].min_shape_consistency == 0.0
     mc, tc = preset_configs("reference", "wildlife")
     assert (mc.init, mc.init_gain, tc.lambda_mask, mc.disc) == ("normal", 0.03, 0.3, "conv")
     assert (mc.bg_crop, tc.tries) == (0, 1)
