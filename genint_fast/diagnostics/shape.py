@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["digit_shapes", "fit_reader", "train_shape_reader", "cached_shape_reader",
-           "shape_consistency", "shape_check", "mask_transfer", "shape_diversity", "cgn_shape_diversity"]
+           "shape_consistency", "shape_check", "mask_transfer", "shape_diversity",
+           "cgn_shape_diversity"]
 
 
 def digit_shapes(split="train", n=4000, seed=0, shapes="mnist"):
